@@ -1,0 +1,130 @@
+"""Fault and load injection: per-operation fault rules, a global latency, a rate limit, a request log.
+
+A `FaultRule` matches requests by operation (GraphQL operation name such as `HistoryPage`, or
+`file` / `parquet` for downloads, or `*`) and optionally by GraphQL variables, and fires `times` times:
+
+    kind="status"         HTTP `status` (429, 500, 502, 503, 401...) with optional `retry_after`
+                          and RateLimit-* `headers`
+    kind="graphql_error"  HTTP 200 with an `errors` array (and `data: null`)
+    kind="slow"           answer correctly after `delay` seconds
+    kind="hang"           never answer within `delay` seconds (default 300), then close the connection
+    kind="drop"           close the connection without answering
+    kind="truncate"       send half of the correct body, then close
+    kind="non_json"       HTTP 200 with an HTML body
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_KINDS = ("status", "graphql_error", "slow", "hang", "drop", "truncate", "non_json")
+
+
+@dataclass
+class FaultRule:
+    operation: str = "*"
+    kind: str = "status"
+    status: int = 500
+    times: int = 1
+    retry_after: float | None = None
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+    message: str = "injected fault"
+    match: dict = field(default_factory=dict)  # GraphQL variables that must be equal
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {FAULT_KINDS}")
+
+    def applies(self, operation: str, variables: dict) -> bool:
+        if self.fired >= self.times:
+            return False
+        if self.operation not in ("*", operation):
+            return False
+        return all(variables.get(k) == v for k, v in self.match.items())
+
+
+@dataclass
+class RequestRecord:
+    operation: str
+    variables: dict
+    status: int
+    at: float
+
+
+class RateLimiter:
+    """A sliding one-second window: more than `per_second` requests in it answer 429."""
+
+    def __init__(self, per_second: float):
+        self.per_second = per_second
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+
+    def check(self) -> tuple[bool, dict[str, str]]:
+        now = time.monotonic()
+        with self._lock:
+            self._times = [t for t in self._times if now - t < 1.0]
+            limit = max(1, int(self.per_second))
+            reset = 1.0 - (now - self._times[0]) if self._times else 1.0
+            headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
+            if len(self._times) >= limit:
+                headers["RateLimit-Remaining"] = "0"
+                headers["Retry-After"] = str(max(1, math.ceil(reset)))
+                return False, headers
+            self._times.append(now)
+            headers["RateLimit-Remaining"] = str(limit - len(self._times))
+            return True, headers
+
+
+class Faults:
+    """The server's injection settings and its request log (thread-safe)."""
+
+    def __init__(self, latency: float = 0.0, rate_limit: float | None = None):
+        self.latency = latency
+        self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.rules: list[FaultRule] = []
+        self.log: list[RequestRecord] = []
+        self._lock = threading.Lock()
+
+    def add(self, **rule: Any) -> FaultRule:
+        fault = FaultRule(**rule)
+        with self._lock:
+            self.rules.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        self.rate_limiter = RateLimiter(per_second) if per_second else None
+
+    def take(self, operation: str, variables: dict) -> FaultRule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.applies(operation, variables):
+                    rule.fired += 1
+                    return rule
+        return None
+
+    def record(self, operation: str, variables: dict, status: int) -> None:
+        with self._lock:
+            self.log.append(RequestRecord(operation, variables, status, time.time()))
+
+    def counts(self) -> Counter:
+        with self._lock:
+            return Counter(r.operation for r in self.log)
+
+    def requests(self, operation: str | None = None) -> list[RequestRecord]:
+        with self._lock:
+            return [r for r in self.log if operation in (None, r.operation)]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()

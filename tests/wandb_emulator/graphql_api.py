@@ -1,0 +1,335 @@
+"""The GraphQL side of the emulator: W&B's schema (schema.graphql) executed by graphql-core.
+
+Resolvers read the store; `info.context` is a `Context` carrying the store, the viewer and the base
+URL used for file and parquet links.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from graphql import GraphQLError, build_schema
+
+from .filters import FilterError, matches, sort_runs
+from .store import NotFound, Project, Run, Store, Sweep, dumps_wandb, file_md5
+
+SCHEMA = build_schema((Path(__file__).parent / "schema.graphql").read_text())
+
+
+@dataclass
+class Context:
+    store: Store
+    username: str | None  # None: no valid API key
+    base_url: str
+    history_page_serves_exported: bool = False
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+def iso(value: dt.datetime | None, precise: bool = False) -> str | None:
+    """W&B's timestamps: ISO-8601 in UTC without a zone suffix."""
+    if value is None:
+        return None
+    naive = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return naive.isoformat(timespec="microseconds" if precise else "seconds")
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(f"cursor:{offset}".encode()).decode()
+
+
+def _offset_after(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(base64.b64decode(cursor).decode().split(":", 1)[1]) + 1
+    except (ValueError, IndexError) as e:
+        raise GraphQLError(f"invalid cursor {cursor!r}") from e
+
+
+def connection(items: list, after: str | None, first: int | None, node: Callable = lambda x: x,
+               total: bool = False) -> dict:
+    start = _offset_after(after)
+    first = 50 if first is None else first
+    page = items[start:start + first]
+    edges = [{"node": node(item), "cursor": _cursor(start + i)} for i, item in enumerate(page)]
+    result = {
+        "edges": edges,
+        "pageInfo": {"endCursor": edges[-1]["cursor"] if edges else None,
+                     "startCursor": edges[0]["cursor"] if edges else None,
+                     "hasNextPage": start + len(page) < len(items), "hasPreviousPage": start > 0},
+    }
+    if total:
+        result["totalCount"] = len(items)
+    return result
+
+
+def sample(items: list, samples: int | None) -> list:
+    """W&B's sampled reads: evenly spaced, first and last kept."""
+    samples = 500 if samples is None else samples
+    n = len(items)
+    if n <= samples:
+        return items
+    if samples <= 1:
+        return items[:samples]
+    return [items[round(i * (n - 1) / (samples - 1))] for i in range(samples)]
+
+
+def _user(username: str) -> dict:
+    return {
+        "id": base64.b64encode(f"User:{username}".encode()).decode(), "name": username,
+        "username": username, "email": f"{username}@example.com", "admin": False,
+        "flags": "{}", "entity": username, "deletedAt": None,
+        "apiKeys": {"edges": []}, "teams": {"edges": []},
+    }
+
+
+# -- root -----------------------------------------------------------------------------------
+
+def resolve_viewer(_root: Any, info: Any) -> dict | None:
+    ctx: Context = info.context
+    if ctx.username is None:
+        return None
+    user = _user(ctx.username)
+    user["entity"] = ctx.store.default_entity
+    user["teams"] = {"edges": [{"node": {"name": e}} for e in ctx.store.entities]}
+    return user
+
+
+def resolve_project(_root: Any, info: Any, name: str | None = None, entityName: str | None = None):
+    ctx: Context = info.context
+    try:
+        return ctx.store.project(entityName or ctx.store.default_entity, name or "")
+    except NotFound:
+        return None
+
+
+def resolve_models(_root: Any, info: Any, entityName: str | None = None, after: str | None = None,
+                   first: int | None = None, order: str | None = None) -> dict:
+    ctx: Context = info.context
+    projects = list(ctx.store.entities.get(entityName or ctx.store.default_entity, {}).values())
+    projects.sort(key=lambda p: (p.created_at, p.name), reverse=True)
+    return connection(projects, after, first)
+
+
+def resolve_entity(_root: Any, info: Any, name: str | None = None) -> dict | None:
+    ctx: Context = info.context
+    if name not in ctx.store.entities:
+        return None
+    return {"id": name, "name": name, "isTeam": name != ctx.username, "xxhashDigestsEnabled": False}
+
+
+# -- project --------------------------------------------------------------------------------
+
+def _filtered_runs(project: Project, filters: str | None) -> list[Run]:
+    runs = list(project.runs.values())
+    if not filters:
+        return runs
+    try:
+        parsed = json.loads(filters)
+        return [r for r in runs if matches(r, parsed)] if parsed else runs
+    except (ValueError, FilterError) as e:
+        raise GraphQLError(f"invalid filters: {e}") from e
+
+
+def resolve_runs(project: Project, info: Any, filters: str | None = None, after: str | None = None,
+                 first: int | None = None, order: str | None = None) -> dict:
+    with info.context.store.lock:
+        runs = _filtered_runs(project, filters)
+        try:
+            runs = sort_runs(runs, order)
+        except FilterError as e:
+            raise GraphQLError(str(e)) from e
+        return connection(runs, after, first, total=True)
+
+
+PROJECT_FIELDS: dict[str, Callable] = {
+    "id": lambda p, info: p.storage_id,
+    "internalId": lambda p, info: str(p.internal_id),
+    "entityName": lambda p, info: p.entity,
+    "entity": lambda p, info: {"id": p.entity, "name": p.entity, "isTeam": False},
+    "createdAt": lambda p, info: iso(p.created_at),
+    "updatedAt": lambda p, info: iso(p.created_at),
+    "isBenchmark": lambda p, info: False,
+    "readOnly": lambda p, info: False,
+    "access": lambda p, info: "PRIVATE",
+    "views": lambda p, info: "{}",
+    "user": lambda p, info: _user(info.context.username or "anonymous"),
+    "runCount": lambda p, info, filters=None: len(_filtered_runs(p, filters)),
+    "runs": resolve_runs,
+    "run": lambda p, info, name: p.runs.get(name),
+    "totalSweeps": lambda p, info: len(p.sweeps),
+    "sweeps": lambda p, info, after=None, first=None, filters=None, order=None: connection(
+        sorted(p.sweeps.values(), key=lambda s: s.created_at, reverse=True), after, first),
+    "sweep": lambda p, info, sweepName: p.sweeps.get(sweepName),
+}
+
+SWEEP_FIELDS: dict[str, Callable] = {
+    "id": lambda s, info: base64.b64encode(f"Sweep:{s.entity}/{s.project}/{s.name}".encode()).decode(),
+    "displayName": lambda s, info: s.display_name,
+    "bestLoss": lambda s, info: s.best_loss,
+    "config": lambda s, info: s.config_yaml,
+    "createdAt": lambda s, info: iso(s.created_at),
+    "updatedAt": lambda s, info: iso(s.updated_at),
+    "runCount": lambda s, info: _sweep_run_count(s, info),
+    "runCountExpected": lambda s, info: s.run_count_expected,
+}
+
+
+def _sweep_run_count(sweep: Sweep, info: Any) -> int:
+    project = info.context.store.project(sweep.entity, sweep.project)
+    return sum(1 for r in project.runs.values() if r.sweep_name == sweep.name)
+
+
+# -- run ------------------------------------------------------------------------------------
+
+def _wrapped_config(run: Run) -> str:
+    wrapped = {k: ({"value": v} if k == "_wandb" else {"value": v, "desc": None}) for k, v in run.config.items()}
+    return dumps_wandb(wrapped)
+
+
+def resolve_history(run: Run, info: Any, minStep: int | None = None, maxStep: int | None = None,
+                    samples: int | None = None) -> list[str]:
+    """Full-resolution pages when a step range is given, W&B's sampled read otherwise."""
+    ctx: Context = info.context
+    with ctx.store.lock:
+        history = run.history
+        if minStep is None and maxStep is None:
+            return [dumps_wandb(r) for r in sample(list(history.rows()), samples)]
+        start = history.index_of(minStep or 0)
+        if not ctx.history_page_serves_exported:
+            start = max(start, run.exported_rows)
+        stop = history.index_of(maxStep) if maxStep is not None else len(history)
+        if samples is not None:
+            stop = min(stop, start + samples)
+        return [dumps_wandb(r) for r in history.rows(start, stop)]
+
+
+def resolve_sampled_history(run: Run, info: Any, specs: list[str]) -> list[list[dict]]:
+    out = []
+    with info.context.store.lock:
+        for raw in specs:
+            spec = json.loads(raw)
+            keys = spec.get("keys") or []
+            lo, hi = spec.get("minStep", -(2**63)), spec.get("maxStep", 2**63)
+            rows = [{k: r[k] for k in keys} for r in run.history.rows()
+                    if lo <= r["_step"] <= hi and all(k in r for k in keys)]
+            out.append([_finite(r) for r in sample(rows, spec.get("samples"))])
+    return out
+
+
+def _finite(value: Any) -> Any:
+    """Objects in JSON-typed fields must be strict JSON: non-finite floats become null."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def resolve_parquet_history(run: Run, info: Any, liveKeys: list[str]) -> dict:
+    ctx: Context = info.context
+    with ctx.store.lock:
+        urls = [parquet_url(ctx.base_url, run, i) for i in range(len(run.export_bounds))]
+        live = [{k: row[k] for k in liveKeys if k in row} for row in run.history.rows(run.exported_rows)]
+    return {"parquetUrls": urls, "liveData": live}
+
+
+def parquet_url(base_url: str, run: Run, index: int) -> str:
+    return (f"{base_url}/_emulator/parquet/{quote(run.entity)}/{quote(run.project)}/{quote(run.name)}"
+            f"/{run.export_generation}-{index}.parquet")
+
+
+def file_url(base_url: str, run: Run, name: str) -> str:
+    return f"{base_url}/files/{quote(run.entity)}/{quote(run.project)}/{quote(run.name)}/{quote(name)}"
+
+
+def resolve_files(run: Run, info: Any, names: list | None = None, after: str | None = None,
+                  first: int | None = None, pattern: str | None = None) -> dict:
+    import fnmatch
+
+    ctx: Context = info.context
+    selected = sorted(n for n in run.files if (not names or n in names)
+                      and (not pattern or fnmatch.fnmatch(n, pattern.replace("%", "*"))))
+
+    def node(name: str) -> dict:
+        data = run.files[name]
+        return {"id": base64.b64encode(f"File:{run.name}/{name}".encode()).decode(), "name": name,
+                "url": file_url(ctx.base_url, run, name), "directUrl": file_url(ctx.base_url, run, name),
+                "sizeBytes": len(data), "mimetype": "application/json" if name.endswith(".json") else "text/plain",
+                "updatedAt": iso(run.updated_at), "md5": file_md5(data)}
+
+    return connection(selected, after, first, node)
+
+
+def _artifact_node(art: dict) -> dict:
+    project = {"id": art["project"], "internalId": art["project"], "name": art["project"],
+               "entity": {"name": art["entity"]}}
+    collection = {"name": art["name"], "project": project}
+    return {
+        "id": art["id"], "artifactSequence": collection, "versionIndex": art["version_index"],
+        "artifactType": {"name": art["type"]}, "description": art["description"],
+        "metadata": json.dumps(art["metadata"]), "ttlDurationSeconds": None, "ttlIsInherited": True,
+        "tags": [], "historyStep": None, "state": "COMMITTED", "size": art["size"], "digest": art["digest"],
+        "digestAlgorithm": "MANIFEST_MD5", "commitHash": art["digest"][:12], "fileCount": 1,
+        "createdAt": iso(art["created_at"]), "updatedAt": iso(art["created_at"]),
+        "aliases": [{"id": f"{art['id']}:{a}", "alias": a, "artifactCollection": collection}
+                    for a in art["aliases"]],
+    }
+
+
+RUN_FIELDS: dict[str, Callable] = {
+    "id": lambda r, info: r.storage_id,
+    "displayName": lambda r, info: r.display_name,
+    "projectId": lambda r, info: str(info.context.store.project(r.entity, r.project).internal_id),
+    "project": lambda r, info: info.context.store.project(r.entity, r.project),
+    "sweepName": lambda r, info: r.sweep_name,
+    "sweep": lambda r, info: info.context.store.project(r.entity, r.project).sweeps.get(r.sweep_name),
+    "config": lambda r, info: _wrapped_config(r),
+    "jobType": lambda r, info: r.job_type,
+    "readOnly": lambda r, info: False,
+    "createdAt": lambda r, info: iso(r.created_at),
+    "heartbeatAt": lambda r, info: iso(r.heartbeat_at),
+    "updatedAt": lambda r, info: iso(r.updated_at, precise=True),
+    "computeSeconds": lambda r, info: float(r.summary.get("_wandb", {}).get("runtime", 0)),
+    "systemMetrics": lambda r, info: dumps_wandb(r.system_metrics),
+    "summaryMetrics": lambda r, info: dumps_wandb(r.summary),
+    "historyLineCount": lambda r, info: len(r.history),
+    "eventsLineCount": lambda r, info: len(r.events),
+    "user": lambda r, info: _user(r.username),
+    "historyKeys": lambda r, info, format=None: r.history_keys(),
+    "history": resolve_history,
+    "sampledHistory": resolve_sampled_history,
+    "events": lambda r, info, samples=None: [dumps_wandb(e) for e in sample(r.events, samples)],
+    "parquetHistory": resolve_parquet_history,
+    "fileCount": lambda r, info: len(r.files),
+    "files": resolve_files,
+    "outputArtifacts": lambda r, info, after=None, first=None: connection(
+        r.output_artifacts, after, first, _artifact_node, total=True),
+    "inputArtifacts": lambda r, info, after=None, first=None: connection(
+        r.input_artifacts, after, first, _artifact_node, total=True),
+}
+
+
+def _install() -> None:
+    query = SCHEMA.query_type
+    assert query is not None
+    for name, fn in {"viewer": resolve_viewer, "project": resolve_project, "models": resolve_models,
+                     "entity": resolve_entity,
+                     "serverInfo": lambda root, info: {"features": [], "latestLocalVersionInfo": None}}.items():
+        query.fields[name].resolve = fn
+    for type_name, fields in (("Project", PROJECT_FIELDS), ("Run", RUN_FIELDS), ("Sweep", SWEEP_FIELDS)):
+        gql_type = SCHEMA.type_map[type_name]
+        for name, fn in fields.items():
+            gql_type.fields[name].resolve = fn  # type: ignore[attr-defined]
+
+
+_install()

@@ -1,0 +1,300 @@
+"""The emulator's HTTP server: W&B's `/graphql`, file downloads, parquet exports and a control API.
+
+    emu = Emulator(DatasetSpec(runs=5)).start()     # ephemeral port on 127.0.0.1
+    emu.url, emu.api_key                             # point wandb.Api() or wandb_source here
+    emu.store.append_steps(...); emu.faults.add(operation="HistoryPage", status=429, times=3)
+    emu.stop()
+
+Control endpoint (for the demo, benchmarks and other processes): `POST /_emulator/control/<action>`
+with a JSON body; actions are listed in `CONTROL_ACTIONS`. `GET /_emulator/requests` returns the
+request counts per operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from graphql import GraphQLError, execute, parse, validate
+from graphql.language import OperationDefinitionNode
+
+from .exports import parquet_bytes
+from .faults import FaultRule, Faults
+from .generator import DatasetSpec, generate
+from .graphql_api import SCHEMA, Context
+from .store import NotFound, Store
+
+DEFAULT_API_KEY = "local-" + "e" * 40
+HTML_ERROR = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"invalid JSON token {token}")
+
+
+class Emulator:
+    """A W&B-compatible server on 127.0.0.1 backed by a `Store`."""
+
+    def __init__(self, spec: DatasetSpec | None = None, *, port: int = 0, latency: float = 0.0,
+                 rate_limit: float | None = None, api_key: str = DEFAULT_API_KEY,
+                 history_page_serves_exported: bool = False, store: Store | None = None):
+        self.api_key = api_key
+        self.store = store or Store({api_key: "emulator-user"},
+                                    default_entity=(spec or DatasetSpec()).entity)
+        if spec is not None:
+            generate(self.store, spec)
+        self.faults = Faults(latency, rate_limit)
+        self.history_page_serves_exported = history_page_serves_exported
+        self._documents: dict[str, Any] = {}
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "Emulator":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wandb-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- graphql -----------------------------------------------------------------------------
+    def document(self, query: str) -> tuple[Any, str, list]:
+        """Parse and validate once per distinct query text; returns (document, op name, errors)."""
+        cached = self._documents.get(query)
+        if cached is None:
+            try:
+                doc = parse(query)
+            except GraphQLError as e:
+                return None, "", [e]
+            errors = validate(SCHEMA, doc)
+            ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+            name = ops[0].name.value if ops and ops[0].name else ""
+            cached = (doc, name, errors)
+            if len(self._documents) < 1000:
+                self._documents[query] = cached
+        return cached
+
+    def username_for(self, authorization: str | None) -> tuple[bool, str | None]:
+        """(valid, username): no header is anonymous; a header with an unknown key is invalid."""
+        if not authorization:
+            return True, None
+        try:
+            scheme, encoded = authorization.split(" ", 1)
+            user, key = base64.b64decode(encoded).decode().split(":", 1)
+        except (ValueError, UnicodeDecodeError):
+            return False, None
+        username = self.store.api_keys.get(key) if scheme.lower() == "basic" else None
+        return username is not None, username
+
+
+CONTROL_ACTIONS = {
+    "append_steps": lambda emu, a: emu.store.append_steps(a["entity"], a["project"], a["run"], a["rows"]),
+    "set_state": lambda emu, a: emu.store.set_state(a["entity"], a["project"], a["run"], a["state"]),
+    "update_run": lambda emu, a: emu.store.update_run(a["entity"], a["project"], a["run"], **a["changes"]),
+    "delete_run": lambda emu, a: emu.store.delete_run(a["entity"], a["project"], a["run"]),
+    "rewind": lambda emu, a: emu.store.rewind(a["entity"], a["project"], a["run"], a["step"]),
+    "export_history": lambda emu, a: emu.store.export_history(a["entity"], a["project"], a["run"],
+                                                              a.get("upto_rows")),
+    "add_fault": lambda emu, a: emu.faults.add(**a),
+    "clear_faults": lambda emu, a: emu.faults.clear(),
+    "set_latency": lambda emu, a: setattr(emu.faults, "latency", float(a["latency"])),
+    "set_rate_limit": lambda emu, a: emu.faults.set_rate_limit(a.get("per_second")),
+    "clear_requests": lambda emu, a: emu.faults.clear_log(),
+}
+
+
+def _handler_for(emu: Emulator) -> type:
+    class Handler(_Handler):
+        emulator = emu
+
+    return Handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    emulator: Emulator
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        pass
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict | None = None, truncate: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, str(value))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if truncate else body)
+        if truncate:
+            self.close_connection = True
+
+    def _json(self, status: int, payload: Any, headers: dict | None = None, truncate: bool = False) -> None:
+        body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+        self._send(status, body, headers=headers, truncate=truncate)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _gate(self, operation: str, variables: dict) -> tuple[FaultRule | None, dict] | None:
+        """Latency, rate limit and faults shared by every route; None when already answered."""
+        emu = self.emulator
+        if emu.faults.latency:
+            time.sleep(emu.faults.latency)
+        headers: dict = {}
+        if emu.faults.rate_limiter is not None:
+            allowed, headers = emu.faults.rate_limiter.check()
+            if not allowed:
+                emu.faults.record(operation, variables, 429)
+                self._json(429, {"errors": [{"message": "rate limit exceeded"}]}, headers)
+                return None
+        rule = emu.faults.take(operation, variables)
+        if rule is not None and self._inject(rule, operation, variables):
+            return None
+        return rule, headers
+
+    def _inject(self, rule: FaultRule, operation: str, variables: dict) -> bool:
+        """Apply a fault; True when the request has been answered (or dropped) by it."""
+        emu = self.emulator
+        emu.faults.record(operation, variables, -1 if rule.kind in ("drop", "hang") else rule.status)
+        if rule.kind == "slow":
+            time.sleep(rule.delay)
+            return False
+        if rule.kind == "hang":
+            emu._stopping.wait(rule.delay or 300.0)
+        if rule.kind in ("hang", "drop"):
+            self.close_connection = True
+            return True
+        if rule.kind == "status":
+            headers = dict(rule.headers)
+            if rule.retry_after is not None:
+                headers["Retry-After"] = str(rule.retry_after)
+            self._json(rule.status, {"errors": [{"message": rule.message}]}, headers)
+        elif rule.kind == "graphql_error":
+            self._json(200, {"data": None, "errors": [{"message": rule.message, "path": [operation]}]})
+        elif rule.kind == "non_json":
+            self._send(200, HTML_ERROR, "text/html")
+        return rule.kind != "truncate"
+
+    # -- routes ------------------------------------------------------------------------------
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path == "/graphql":
+            self._graphql()
+        elif path.startswith("/_emulator/control/"):
+            self._control(path.rsplit("/", 1)[1])
+        elif path.startswith("/sdk/otel"):
+            self._send(200, b"{}")
+        else:
+            self._json(404, {"errors": [{"message": f"no route {path}"}]})
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = unquote(self.path.split("?", 1)[0])
+        if path.startswith("/files/"):
+            self._download("file", path[len("/files/"):])
+        elif path.startswith("/_emulator/parquet/"):
+            self._download("parquet", path[len("/_emulator/parquet/"):])
+        elif path == "/_emulator/requests":
+            self._json(200, dict(self.emulator.faults.counts()))
+        elif path in ("/", "/healthz"):
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"errors": [{"message": f"no route {path}"}]})
+
+    def _graphql(self) -> None:
+        emu = self.emulator
+        try:
+            request = json.loads(self._body(), parse_constant=_reject_constant)
+            query, variables = request["query"], request.get("variables") or {}
+            op_name = request.get("operationName") or None  # "" means no name
+        except (ValueError, KeyError, TypeError) as e:
+            self._json(400, {"errors": [{"message": f"bad request: {e}"}]})
+            return
+        doc, doc_name, errors = emu.document(query)
+        operation = op_name or doc_name or "anonymous"
+        gate = self._gate(operation, variables)
+        if gate is None:
+            return
+        rule, headers = gate
+        if errors:
+            emu.faults.record(operation, variables, 400)
+            self._json(400, {"errors": [e.formatted for e in errors]}, headers)
+            return
+        valid, username = emu.username_for(self.headers.get("Authorization"))
+        if not valid:
+            emu.faults.record(operation, variables, 401)
+            self._json(401, {"errors": [{"message": "user is not logged in"}]}, headers)
+            return
+        context = Context(emu.store, username, emu.url, emu.history_page_serves_exported)
+        result = execute(SCHEMA, doc, variable_values=variables, operation_name=op_name, context_value=context)
+        payload: dict = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [e.formatted for e in result.errors]
+        emu.faults.record(operation, variables, 200)
+        self._json(200, payload, headers, truncate=rule is not None and rule.kind == "truncate")
+
+    def _download(self, kind: str, rest: str) -> None:
+        emu = self.emulator
+        parts = rest.split("/", 3)
+        gate = self._gate(kind, {"path": rest})
+        if gate is None:
+            return
+        rule, headers = gate
+        try:
+            entity, project, run_id, name = parts
+            with emu.store.lock:
+                if kind == "file":
+                    body = emu.store.file_bytes(entity, project, run_id, name)
+                else:
+                    body = self._parquet(entity, project, run_id, name)
+        except (ValueError, NotFound, IndexError):
+            emu.faults.record(kind, {"path": rest}, 404)
+            self._send(404, b"not found", "text/plain", headers)
+            return
+        emu.faults.record(kind, {"path": rest}, 200)
+        self._send(200, body, "application/octet-stream", headers,
+                   truncate=rule is not None and rule.kind == "truncate")
+
+    def _parquet(self, entity: str, project: str, run_id: str, name: str) -> bytes:
+        run = self.emulator.store.run(entity, project, run_id)
+        generation, index = name.removesuffix(".parquet").split("-")
+        if int(generation) != run.export_generation:
+            raise NotFound(name)  # superseded by a rewind
+        return parquet_bytes(run, int(index))
+
+    def _control(self, action: str) -> None:
+        handler = CONTROL_ACTIONS.get(action)
+        if handler is None:
+            self._json(404, {"error": f"unknown action {action!r}; one of {sorted(CONTROL_ACTIONS)}"})
+            return
+        try:
+            handler(self.emulator, json.loads(self._body() or b"{}"))
+        except (KeyError, ValueError, TypeError) as e:
+            self._json(400, {"error": f"{type(e).__name__}: {e}"})
+            return
+        self._json(200, {"ok": True})
