@@ -270,20 +270,23 @@ def resolve_files(run: Run, info: Any, names: list | None = None, after: str | N
     return connection(selected, after, first, node)
 
 
-def _artifact_node(art: dict) -> dict:
-    project = {"id": art["project"], "internalId": art["project"], "name": art["project"],
-               "entity": {"name": art["entity"]}}
-    collection = {"name": art["name"], "project": project}
+def _artifact_node(art: dict, project: Project) -> dict:
+    collection = {"__typename": "ArtifactSequence", "name": art["name"], "project": project}
     return {
         "id": art["id"], "artifactSequence": collection, "versionIndex": art["version_index"],
         "artifactType": {"name": art["type"]}, "description": art["description"],
-        "metadata": json.dumps(art["metadata"]), "ttlDurationSeconds": None, "ttlIsInherited": True,
+        "metadata": json.dumps(art["metadata"]), "ttlDurationSeconds": -1, "ttlIsInherited": True,
         "tags": [], "historyStep": None, "state": "COMMITTED", "size": art["size"], "digest": art["digest"],
         "digestAlgorithm": "MANIFEST_MD5", "commitHash": art["digest"][:12], "fileCount": 1,
         "createdAt": iso(art["created_at"]), "updatedAt": iso(art["created_at"]),
         "aliases": [{"id": f"{art['id']}:{a}", "alias": a, "artifactCollection": collection}
                     for a in art["aliases"]],
     }
+
+
+def _artifacts(run: Run, info: Any, artifacts: list, after: str | None, first: int | None) -> dict:
+    project = info.context.store.project(run.entity, run.project)
+    return connection(artifacts, after, first, lambda art: _artifact_node(art, project), total=True)
 
 
 RUN_FIELDS: dict[str, Callable] = {
@@ -312,10 +315,8 @@ RUN_FIELDS: dict[str, Callable] = {
     "parquetHistory": resolve_parquet_history,
     "fileCount": lambda r, info: len(r.files),
     "files": resolve_files,
-    "outputArtifacts": lambda r, info, after=None, first=None: connection(
-        r.output_artifacts, after, first, _artifact_node, total=True),
-    "inputArtifacts": lambda r, info, after=None, first=None: connection(
-        r.input_artifacts, after, first, _artifact_node, total=True),
+    "outputArtifacts": lambda r, info, after=None, first=None: _artifacts(r, info, r.output_artifacts, after, first),
+    "inputArtifacts": lambda r, info, after=None, first=None: _artifacts(r, info, r.input_artifacts, after, first),
 }
 
 

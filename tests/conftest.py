@@ -1,0 +1,61 @@
+"""Shared fixtures: the W&B emulator on an ephemeral 127.0.0.1 port, and an isolated environment.
+
+The wandb SDK and dlt never reach the internet here: error reporting and telemetry are off and every
+base URL points at the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+_HOME = tempfile.mkdtemp(prefix="wandb-source-tests-")
+os.environ.update({
+    "WANDB_ERROR_REPORTING": "false",
+    "WANDB_SILENT": "true",
+    "WANDB_DISABLE_GIT": "true",
+    "WANDB_CONFIG_DIR": os.path.join(_HOME, "wandb-config"),
+    "WANDB_DIR": os.path.join(_HOME, "wandb-dir"),
+    "WANDB_CACHE_DIR": os.path.join(_HOME, "wandb-cache"),
+    "WANDB_DATA_DIR": os.path.join(_HOME, "wandb-data"),
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "NETRC": os.path.join(_HOME, "netrc"),
+})
+for _var in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
+    os.environ.pop(_var, None)
+
+from tests.wandb_emulator import DatasetSpec, Emulator  # noqa: E402
+
+
+@pytest.fixture
+def make_emulator():
+    """Factory: `make_emulator(runs=5, steps=50, ...)` starts an emulator with that dataset."""
+    started: list[Emulator] = []
+
+    def make(spec: DatasetSpec | None = None, **kwargs) -> Emulator:
+        server_kwargs = {k: kwargs.pop(k) for k in ("latency", "rate_limit", "history_page_serves_exported")
+                         if k in kwargs}
+        emu = Emulator(spec or DatasetSpec(**kwargs), **server_kwargs).start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator) -> Emulator:
+    """The demo dataset: 12 awkward runs x up to 200 steps in `emulator/demo`."""
+    return make_emulator()
+
+
+@pytest.fixture
+def wandb_env(emulator, monkeypatch, tmp_path):
+    """Point the wandb SDK at the emulator (base URL, key, a fresh history cache)."""
+    monkeypatch.setenv("WANDB_BASE_URL", emulator.url)
+    monkeypatch.setenv("WANDB_API_KEY", emulator.api_key)
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    return emulator
