@@ -1,0 +1,24 @@
+# Two commands do all set-up:  `make demo` (load the bundled sample data into DuckDB)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test emulator bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed  ## run the main job end to end against the bundled W&B emulator, into DuckDB
+	$(PY) pipelines/wandb_pipeline.py --demo
+
+test: $(VENV)/.installed  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+emulator: $(VENV)/.installed  ## start the W&B emulator on 127.0.0.1:8765 with the demo dataset
+	$(PY) -m tests.wandb_emulator
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

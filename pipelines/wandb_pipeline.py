@@ -1,0 +1,117 @@
+"""Load W&B into the destination configured in .dlt/config.toml (DuckDB by default).
+
+    python pipelines/wandb_pipeline.py           # uses [sources.wandb] and [pipelines.wandb_pipeline]
+    python pipelines/wandb_pipeline.py --demo    # no account needed: the bundled W&B emulator
+
+Pipeline `wandb_pipeline`, dataset `wandb_data`. Exit code 0 on success, 1 on a failed load (one
+readable message), 2 when the load succeeded but some runs could not be fetched (they are retried
+next time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)  # .dlt/ and the DuckDB file live in the project folder
+
+import dlt  # noqa: E402
+from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
+
+from wandb_source import WandbSourceError, wandb_source  # noqa: E402
+
+PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
+TABLES = ("projects", "runs", "run_config", "run_summary", "history", "history_long", "system_metrics",
+          "system_metrics_long", "sweeps")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo", action="store_true",
+                        help="start the bundled W&B emulator with sample data and load it (no account needed)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
+    return parser.parse_args(argv)
+
+
+def start_demo_server():
+    """The W&B emulator from tests/ with the demo dataset, on a free 127.0.0.1 port."""
+    from tests.wandb_emulator import DatasetSpec, Emulator
+
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    emulator = Emulator(DatasetSpec()).start()
+    print(f"W&B emulator with sample data at {emulator.url}")
+    return emulator
+
+
+def make_pipeline() -> dlt.Pipeline:
+    return dlt.pipeline(PIPELINE_NAME, dataset_name=DATASET_NAME, progress="log")
+
+
+def run(source: dlt.sources.DltSource, pipeline: dlt.Pipeline) -> dlt.common.pipeline.LoadInfo:
+    table_format = "delta" if _destination_type(pipeline) == "filesystem" else None
+    info = pipeline.run(source, table_format=table_format)
+    info.raise_on_failed_jobs()
+    return info
+
+
+def _destination_type(pipeline: dlt.Pipeline) -> str | None:
+    return pipeline.destination.destination_name if pipeline.destination else None
+
+
+def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
+    counts = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
+    state = pipeline.state.get("sources", {}).get("wandb", {}).get("resources", {})
+    print(f"\nLoaded into {_destination_type(pipeline)} dataset {DATASET_NAME} in {seconds:.1f}s:")
+    for table in TABLES:
+        if counts.get(table):
+            print(f"  {table:<22} {counts[table]:>10,} rows")
+    if not any(counts.get(t) for t in TABLES):
+        print("  nothing new: every run is up to date")
+    failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
+    if failed:
+        print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)
+        for key, reason in sorted(failed.items()):
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def explain(error: BaseException) -> str:
+    """One readable paragraph: the source's own message when there is one."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, WandbSourceError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(error).__name__}: {error}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    emulator = start_demo_server() if args.demo else None
+    started = time.monotonic()
+    try:
+        if emulator is not None:
+            source = wandb_source(entity="emulator", base_url=emulator.url, api_key=emulator.api_key)
+        else:
+            source = wandb_source()
+        pipeline = make_pipeline()
+        run(source, pipeline)
+        return print_summary(pipeline, time.monotonic() - started)
+    except (PipelineStepFailed, WandbSourceError, dlt.common.configuration.exceptions.ConfigFieldMissingException) as e:
+        if args.verbose:
+            raise
+        print(f"wandb_pipeline failed: {explain(e)}", file=sys.stderr)
+        return 1
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""A dlt source for Weights & Biases: projects, runs, config, summaries, full-resolution history,
+system metrics and sweeps, loaded incrementally into any dlt destination.
+
+    import dlt
+    from wandb_source import wandb_source
+
+    pipeline = dlt.pipeline("wandb_pipeline", destination="duckdb", dataset_name="wandb_data")
+    pipeline.run(wandb_source(entity="my-team", projects=["my-project"]))
+
+W&B's public API is GraphQL (`POST {base_url}/graphql`); W&B changes it without versioning, so the
+queries used live in `client.py` only. Every table is merged on its key, so a load can be repeated or
+resumed after a crash without duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterator, Optional, Sequence
+
+import dlt
+from dlt.common import logger
+from dlt.common.typing import TSecretStrValue
+from dlt.sources import DltResource
+
+from . import settings
+from .client import WandbClient
+from .credentials import default_base_url, resolve_api_key
+from .destination import run_rows
+from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
+                         ServerError, WandbSourceError)
+from .jobs import RunJob, event_batches, history_batches
+from .readers import DONE, RunGone, in_parallel
+from .transform import ColumnMap, key_value_rows, loads_wandb, project_row, run_row, sweep_row, unwrap_config
+
+__all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
+           "WandbClient", "WandbSourceError", "wandb_source"]
+
+MERGE = {"disposition": "merge", "strategy": "upsert"}
+HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}
+RUN_COLUMNS = {"deleted_at": {"data_type": "timestamp"},
+               **{c: {"data_type": "json"} for c in ("tags", "config", "wandb_internal", "summary", "system_metrics")}}
+
+
+@dlt.source(name="wandb", max_table_nesting=0)
+def wandb_source(
+    entity: str = dlt.config.value,
+    projects: Optional[Sequence[str]] = None,
+    base_url: Optional[str] = None,
+    api_key: Optional[TSecretStrValue] = None,
+    filters: Optional[dict] = None,
+    history_page_size: int = settings.HISTORY_PAGE_SIZE,
+    max_workers: int = settings.MAX_WORKERS,
+    max_retries: int = settings.MAX_RETRIES,
+    max_history_columns: int = settings.MAX_HISTORY_COLUMNS,
+    allow_insecure_http: bool = False,
+) -> Sequence[DltResource]:
+    """Loads W&B data of `entity` (all its projects, or `projects`).
+
+    Args:
+        entity: W&B entity (user or team) that owns the projects.
+        projects: project names; `entity/project` also accepted. None loads every project of the entity.
+        base_url: W&B API URL. Default: WANDB_BASE_URL, else the wandb SDK's default.
+        api_key: W&B API key. Default: WANDB_API_KEY, else the netrc entry for the server.
+        filters: W&B run filter (Mongo-style, e.g. {"state": "finished"}) applied to runs and history.
+        history_page_size: rows per history request.
+        max_workers: runs fetched at the same time.
+        max_retries: retries of a failing request (429, 5xx, timeouts) before the load fails.
+        max_history_columns: metric columns in `history` before new keys go to `history_long`.
+        allow_insecure_http: allow sending the key over plain http to a non-loopback host.
+
+    Returns:
+        Resources `projects`, `runs` (+ `run_config`, `run_summary`), `history` (+ `history_long`),
+        `system_metrics` and `sweeps`.
+    """
+    if not entity or not isinstance(entity, str):
+        raise ConfigurationError("`entity` is required: set it under [sources.wandb] in .dlt/config.toml "
+                                 "or SOURCES__WANDB__ENTITY.")
+    url = (base_url or default_base_url()).rstrip("/")
+    client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, pool_size=max_workers,
+                         allow_insecure_http=allow_insecure_http)
+    targets = _project_list(client, entity, projects)
+    listing = _runs_listing(client, targets, filters)
+    app_url = _app_url(url)
+    return (
+        _projects(client, entity, targets),
+        listing,
+        listing | _runs(client, app_url, track_deletions=not filters),
+        listing | _history(client, history_page_size, max_workers, max_history_columns),
+        listing | _system_metrics(client, max_workers),
+        _sweeps(client, targets),
+    )
+
+
+def _project_list(client: WandbClient, entity: str, projects: Optional[Sequence[str]]) -> list[tuple[str, str]]:
+    if isinstance(projects, str):
+        projects = [projects]
+    if not projects:
+        return [(entity, node["name"]) for node in client.projects(entity)]
+    targets = []
+    for name in projects:
+        if not isinstance(name, str) or not name.strip("/ "):
+            raise ConfigurationError(f"invalid project {name!r} in `projects`: use names or entity/project.")
+        parts = name.strip("/").split("/")
+        if len(parts) > 2:
+            raise ConfigurationError(f"invalid project {name!r}: expected `project` or `entity/project`.")
+        targets.append((parts[0], parts[1]) if len(parts) == 2 else (entity, parts[0]))
+    return targets
+
+
+def _app_url(base_url: str) -> str:
+    return base_url.replace("://api.", "://", 1)
+
+
+def _projects(client: WandbClient, entity: str, targets: list[tuple[str, str]]) -> DltResource:
+    @dlt.resource(name="projects", primary_key=("entity", "name"), write_disposition=MERGE)
+    def projects() -> Iterator[list[dict]]:
+        """One row per project (entity, name, id, created_at, description). Merged on (entity, name)."""
+        wanted = set(targets)
+        for owner in sorted({e for e, _ in targets}):
+            yield [project_row(n) for n in client.projects(owner) if (owner, n["name"]) in wanted]
+
+    return projects
+
+
+def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: Optional[dict]) -> DltResource:
+    @dlt.resource(name="runs_listing", selected=False)
+    def runs_listing() -> Iterator[dict]:
+        """Pages of light run records of every project: the parent of runs, history and system_metrics."""
+        for entity, project in targets:
+            pages = client.run_pages(entity, project, filters)
+            page = next(pages, [])
+            for following in pages:
+                yield {"entity": entity, "project": project, "runs": page, "last": False}
+                page = following
+            yield {"entity": entity, "project": project, "runs": page, "last": True}
+
+    return runs_listing
+
+
+def _changed(page: dict, seen: dict) -> list[dict]:
+    """Runs of a listing page whose `updatedAt` differs from what this table loaded last time."""
+    out = []
+    for node in page["runs"]:
+        key = _run_key_str(page, node["name"])
+        previous = seen.get(key)
+        previous = previous[0] if isinstance(previous, list) else previous
+        if previous != node.get("updatedAt"):
+            out.append(node)
+    return out
+
+
+def _run_key_str(page: dict, run_id: str) -> str:
+    return f"{page['entity']}/{page['project']}/{run_id}"
+
+
+def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResource:
+    @dlt.transformer(name="runs", primary_key=settings.RUN_KEY, write_disposition=MERGE,
+                     columns=RUN_COLUMNS)
+    def runs(page: dict) -> Iterator[Any]:
+        """One row per run, keyed (entity, project, run_id), with config and summary also as
+        `run_config` / `run_summary` (one row per key). Incremental on each run's `updated_at`: a
+        second load fetches in full only runs whose `updated_at` changed; runs gone from W&B get
+        `deleted_at` (no rows are purged)."""
+        state = dlt.current.resource_state().setdefault("updated_at", {})
+        changed = _changed(page, state)
+        for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
+            names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
+            nodes = client.runs_by_name(page["entity"], page["project"], names)
+            yield from _run_tables(nodes, page, app_url)
+            for node in nodes:
+                state[_run_key_str(page, node["name"])] = node.get("updatedAt")
+        if track_deletions:
+            seen_pages = dlt.current.resource_state().setdefault("_listed", {})
+            listed = seen_pages.setdefault(f"{page['entity']}/{page['project']}", [])
+            listed.extend(n["name"] for n in page["runs"])
+            if page["last"]:
+                yield from _mark_deleted(page, state, set(listed))
+                seen_pages.pop(f"{page['entity']}/{page['project']}")
+
+    return runs
+
+
+def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:
+    rows, config_rows, summary_rows = [], [], []
+    for node in nodes:
+        row = run_row(node, page["entity"], page["project"], app_url)
+        rows.append(row)
+        key = (row["entity"], row["project"], row["run_id"])
+        config_rows += key_value_rows(key, unwrap_config(loads_wandb(node.get("config"))),
+                                      skip=settings.WANDB_INTERNAL_CONFIG_KEYS)
+        summary_rows += key_value_rows(key, loads_wandb(node.get("summaryMetrics")))
+    yield rows
+    for table, table_rows in (("run_config", config_rows), ("run_summary", summary_rows)):
+        if table_rows:
+            yield dlt.mark.with_hints(table_rows, dlt.mark.make_hints(
+                table_name=table, primary_key=settings.KEY_VALUE_KEY, write_disposition=MERGE))
+
+
+def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
+    prefix = f"{page['entity']}/{page['project']}/"
+    gone = [k for k in state if k.startswith(prefix) and k[len(prefix):] not in listed]
+    now = dt.datetime.now(dt.timezone.utc)
+    for key in gone:
+        run_id = key[len(prefix):]
+        rows = run_rows("runs", (page["entity"], page["project"], run_id))
+        state.pop(key)
+        for row in rows:
+            row = {k: v for k, v in row.items() if not k.startswith("_dlt")}
+            row["deleted_at"] = now
+            logger.info("run %s was deleted in W&B; marking it deleted", key)
+            yield [row]
+
+
+def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int) -> DltResource:
+    @dlt.transformer(name="history", primary_key=settings.HISTORY_KEY, write_disposition=MERGE,
+                     columns=HARD_DELETE)
+    def history(page: dict) -> Iterator[Any]:
+        """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
+        past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
+        pages. Per-run `_step` cursor: a second load fetches only steps after the last one loaded, and
+        only for runs whose `updated_at` changed; a rewound run is reloaded and its vanished steps
+        deleted. A run that fails is listed in the resource state `failed` and retried next load."""
+        state = dlt.current.resource_state()
+        cursors = state.setdefault("runs", {})
+        columns = ColumnMap(state.setdefault("columns", {}), settings.HISTORY_KEY, max_columns)
+        jobs = _jobs(page, cursors)
+        work = lambda job: history_batches(client, job, columns, page_size)  # noqa: E731
+        yield from _run_jobs(jobs, work, max_workers, state, cursors)
+
+    return history
+
+
+def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
+    @dlt.transformer(name="system_metrics", primary_key=settings.SYSTEM_METRICS_KEY, write_disposition=MERGE)
+    def system_metrics(page: dict) -> Iterator[Any]:
+        """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
+        run_id, _timestamp). Per-run cursor on `_timestamp`, fetched only for runs whose `updated_at`
+        changed."""
+        state = dlt.current.resource_state()
+        cursors = state.setdefault("runs", {})
+        columns = ColumnMap(state.setdefault("columns", {}), settings.SYSTEM_METRICS_KEY,
+                            settings.MAX_SYSTEM_METRICS_COLUMNS)
+        jobs = _jobs(page, cursors)
+        work = lambda job: event_batches(client, job, columns)  # noqa: E731
+        yield from _run_jobs(jobs, work, max_workers, state, cursors)
+
+    return system_metrics
+
+
+def _jobs(page: dict, cursors: dict) -> list[RunJob]:
+    return [RunJob(page["entity"], page["project"], n["name"], n.get("updatedAt"),
+                   cursors.get(_run_key_str(page, n["name"])), n.get("historyLineCount"))
+            for n in _changed(page, cursors)]
+
+
+def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict) -> Iterator[Any]:
+    """Fetch runs concurrently; a run's cursor advances only once all its rows were yielded."""
+    failed = state.setdefault("failed", {})
+    for job, item, error in in_parallel(jobs, work, max_workers):
+        if item is not DONE:
+            yield item
+        elif error is None:
+            cursors[job.key] = job.state()
+            failed.pop(job.key, None)
+        elif isinstance(error, RunGone):
+            cursors.pop(job.key, None)
+        elif isinstance(error, (AuthenticationError, ConfigurationError)):
+            raise error
+        else:
+            logger.error("could not load run %s (%s: %s); it will be retried on the next load",
+                         job.key, type(error).__name__, error)
+            failed[job.key] = f"{type(error).__name__}: {error}"
+
+
+def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
+    @dlt.resource(name="sweeps", primary_key=("entity", "project", "sweep_id"), write_disposition=MERGE)
+    def sweeps() -> Iterator[list[dict]]:
+        """One row per sweep (config parsed from YAML, method, state, best loss, run counts), keyed
+        (entity, project, sweep_id); runs link to it through `runs.sweep`. Reloaded in full each time."""
+        for entity, project in targets:
+            rows = [sweep_row(node, entity, project) for node in client.sweeps(entity, project)]
+            if rows:
+                yield rows
+
+    return sweeps

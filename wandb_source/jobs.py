@@ -1,0 +1,98 @@
+"""Per-run fetch jobs for the `history` and `system_metrics` tables: rows → Arrow tables with hints.
+
+A job runs on a worker thread (see `readers.in_parallel`); its cursor is written to dlt state by the
+consumer only after every table of the run has been yielded, so a failed run is fetched again next time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import dlt
+import pyarrow as pa
+
+from . import settings
+from .client import WandbClient
+from .destination import run_rows
+from .readers import HistoryCursor, read_events, read_history
+from .transform import ColumnMap, metric_tables
+
+LONG_HINTS = {"history": dict(table_name="history_long", primary_key=(*settings.HISTORY_KEY, "key")),
+              "system_metrics": dict(table_name="system_metrics_long",
+                                     primary_key=(*settings.SYSTEM_METRICS_KEY, "key"))}
+MERGE = {"disposition": "merge", "strategy": "upsert"}
+
+
+@dataclass
+class RunJob:
+    """One run to fetch: its key, W&B's `updatedAt` now, and what the table loaded last time."""
+
+    entity: str
+    project: str
+    run_id: str
+    updated_at: str | None
+    previous: list | None  # [updated_at, *cursor] from state
+    history_line_count: int | None = None
+    cursor: Any = field(default=None)
+
+    @property
+    def key(self) -> str:
+        return f"{self.entity}/{self.project}/{self.run_id}"
+
+    @property
+    def run_key(self) -> tuple[str, str, str]:
+        return self.entity, self.project, self.run_id
+
+    def state(self) -> list:
+        return [self.updated_at, *self.cursor.to_state()]
+
+
+def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int) -> Iterator[list]:
+    """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind)."""
+    job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
+    if job.previous is None and job.history_line_count == 0:
+        return  # nothing logged yet: no request
+    for rows in read_history(client, job.run_key, job.cursor, page_size):
+        yield _with_long(metric_tables(rows, job.run_key, columns, "_step"), "history")
+    if job.cursor.rewound:
+        yield _tombstones(job, "history", "_step")
+
+
+def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Iterator[list]:
+    """Arrow tables for `system_metrics` with the samples newer than the last one loaded."""
+    last = job.previous[1] if job.previous else None
+    rows = read_events(client, job.run_key, last)
+    job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
+    if rows:
+        yield _with_long(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
+
+
+@dataclass
+class _EventCursor:
+    last_timestamp: float | None
+
+    def to_state(self) -> list:
+        return [self.last_timestamp]
+
+
+def _with_long(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:
+    wide, long = tables
+    out: list = [wide] if wide is not None else []
+    if long is not None:
+        out.append(dlt.mark.with_hints(long, dlt.mark.make_hints(write_disposition=MERGE, **LONG_HINTS[table])))
+    return out
+
+
+def _tombstones(job: RunJob, table: str, index: str) -> list:
+    """Rows to hard-delete: steps the destination holds that the rewound run no longer has."""
+    seen = job.cursor.steps_seen
+    gone = sorted({r[index] for r in run_rows(table, job.run_key, index)} - seen)
+    if not gone:
+        return []
+    n = len(gone)
+    return [pa.table({
+        "entity": pa.array([job.entity] * n, pa.string()), "project": pa.array([job.project] * n, pa.string()),
+        "run_id": pa.array([job.run_id] * n, pa.string()), index: pa.array(gone, pa.int64()),
+        "_deleted": pa.array([True] * n, pa.bool_()),
+    })]

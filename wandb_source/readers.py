@@ -1,0 +1,181 @@
+"""Private generators: a run's full-resolution history, its system metrics, and a bounded thread pool.
+
+History comes from two places (see the protocol notes): parquet exports for the exported prefix and
+`HistoryPage` from the first live step. Steps below the first live step are taken from parquet only
+and steps from it on from live pages only, so every step arrives once whether or not the server's
+live pages also serve exported steps.
+
+Incremental reads start at the last loaded step (inclusive) and check that its `_timestamp` is
+unchanged; if it is not, or the step is gone, the run was rewound and is read again from scratch.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import pyarrow.parquet as pq
+
+from .client import WandbClient
+from .transform import parquet_rows, parse_history_lines
+
+_DONE = object()
+
+
+class RunGone(Exception):
+    """The run was deleted between listing and fetching."""
+
+
+class Rewound(Exception):
+    """The last loaded step changed or vanished: W&B rewound the run."""
+
+
+@dataclass
+class HistoryCursor:
+    """Where a run's history load stands: last step loaded and its `_timestamp`."""
+
+    last_step: int = -1
+    last_timestamp: float | None = None
+    steps_seen: set = field(default_factory=set)  # filled only for a full (re)read
+    rewound: bool = False
+
+    def to_state(self) -> list:
+        return [self.last_step, self.last_timestamp]
+
+    @classmethod
+    def from_state(cls, value: list | None) -> "HistoryCursor":
+        return cls(*value) if value else cls()
+
+
+def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
+                 page_size: int) -> Iterator[list[dict]]:
+    """Batches of history rows newer than `cursor`; the whole history again after a rewind."""
+    try:
+        yield from _read(client, run_key, cursor, page_size)
+    except Rewound:
+        fresh = HistoryCursor(rewound=True)
+        yield from _read(client, run_key, fresh, page_size)
+        cursor.__dict__.update(fresh.__dict__)
+
+
+def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
+          page_size: int) -> Iterator[list[dict]]:
+    found = client.parquet_history(*run_key)
+    if found is None:
+        raise RunGone("/".join(run_key))
+    urls, live = found
+    min_live = live[0] if live else None
+    verify = cursor.last_step if cursor.last_step >= 0 else None
+    checked = verify is None
+    first_new = cursor.last_step + 1
+    if urls and (verify is None or min_live is None or verify < min_live):
+        for url in urls:
+            rows = parquet_rows(pq.read_table(io.BytesIO(client.download(url))))
+            rows = [r for r in rows if "_step" in r and (min_live is None or r["_step"] < min_live)]
+            checked = checked or _check(rows, verify, cursor)
+            yield from _emit(rows, first_new, cursor)
+        if not checked and (min_live is None or verify < min_live):
+            raise Rewound()
+    if urls and min_live is None:
+        return  # everything is exported
+    start = min_live if urls else 0
+    if verify is not None and verify >= start:
+        start = verify
+    yield from _read_live(client, run_key, cursor, page_size, start, live, checked, first_new)
+
+
+def _read_live(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
+               start: int, live: list[int], checked: bool, first_new: int) -> Iterator[list[dict]]:
+    verify = cursor.last_step if not checked else None
+    while True:
+        lines = client.history_page(*run_key, start, page_size)
+        if lines is None:
+            raise RunGone("/".join(run_key))
+        rows = sorted((r for r in parse_history_lines(lines) if "_step" in r and r["_step"] >= start),
+                      key=lambda r: r["_step"])
+        if verify is not None:
+            if not rows or rows[0]["_step"] != verify or not _check(rows[:1], verify, cursor):
+                raise Rewound()  # the last loaded step is gone
+            verify = None
+        yield from _emit(rows, first_new, cursor)
+        if not rows or (live and rows[-1]["_step"] >= live[-1] and len(rows) < page_size):
+            return
+        start = rows[-1]["_step"] + 1
+
+
+def _check(rows: list[dict], step: int | None, cursor: HistoryCursor) -> bool:
+    """True when `rows` hold `step` with the `_timestamp` loaded last time; Rewound if it changed."""
+    for row in rows:
+        if row["_step"] == step:
+            if cursor.last_timestamp is not None and row.get("_timestamp") != cursor.last_timestamp:
+                raise Rewound()
+            return True
+    return False
+
+
+def _emit(rows: list[dict], first_new: int, cursor: HistoryCursor) -> Iterator[list[dict]]:
+    new = [r for r in rows if r["_step"] >= first_new]
+    if not new:
+        return
+    if cursor.rewound:
+        cursor.steps_seen.update(r["_step"] for r in new)
+    last = max(new, key=lambda r: r["_step"])
+    if last["_step"] > cursor.last_step:
+        cursor.last_step, cursor.last_timestamp = last["_step"], last.get("_timestamp")
+    yield new
+
+
+def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float | None) -> list[dict]:
+    """System-metric samples newer than `after` (a `_timestamp`)."""
+    lines = client.events(*run_key)
+    if lines is None:
+        raise RunGone("/".join(run_key))
+    rows = [r for r in parse_history_lines(lines) if isinstance(r.get("_timestamp"), (int, float))]
+    return [{k: v for k, v in r.items() if k != "_wandb"} for r in rows if after is None or r["_timestamp"] > after]
+
+
+def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_workers: int,
+                buffer: int = 16) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Run `work(job)` for every job on a bounded pool; yield (job, item, None) per item produced,
+    then (job, _DONE, error or None) when the job ends. Memory is bounded by `buffer` items."""
+    jobs = list(jobs)
+    results: queue.Queue = queue.Queue(maxsize=buffer)
+    stop = threading.Event()
+
+    def run(job: Any) -> None:
+        error = None
+        try:
+            for item in work(job):
+                if stop.is_set():
+                    return
+                results.put((job, item, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
+            error = e
+        if not stop.is_set():
+            results.put((job, _DONE, error))
+
+    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wandb-fetch")
+    try:
+        for job in jobs:
+            pool.submit(run, job)
+        remaining = len(jobs)
+        while remaining:
+            job, item, error = results.get()
+            if item is _DONE:
+                remaining -= 1
+            yield job, item, error
+    finally:
+        stop.set()
+        while True:  # unblock producers waiting on a full queue
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                break
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+DONE = _DONE

@@ -1,0 +1,289 @@
+"""Pure functions: W&B payloads → rows and Arrow tables. No I/O, no dlt state.
+
+Metric values: numbers are float64 (so `1` then `0.5` is one column; NaN/±Infinity kept), ints beyond
+2**53 go to an int64 column so they stay exact, strings to text, bools to bool, dicts and lists
+(histograms, media, nested metrics) to JSON text. Each W&B key+kind gets a stable column from
+`ColumnMap`; keys past the column budget go to a long table, one row per (run, step, key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import threading
+from typing import Any, Iterable
+
+import pyarrow as pa
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from .settings import RESERVED_HISTORY_KEYS, WANDB_INTERNAL_CONFIG_KEYS
+
+UTC = dt.timezone.utc
+EXACT_FLOAT_INT = 2**53
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+KIND_TYPES = {"number": pa.float64(), "int": pa.int64(), "text": pa.string(), "bool": pa.bool_(),
+              "json": pa.string()}
+KEY_FIELDS = [("entity", pa.string()), ("project", pa.string()), ("run_id", pa.string())]
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+NAMING = NamingConvention()
+DLT_COLUMNS = {"_dlt_id", "_dlt_load_id", "_dlt_parent_id", "_dlt_list_idx", "_dlt_root_id"}
+
+
+# -- values and times -------------------------------------------------------------------------
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """ISO-8601 (W&B often omits the zone: UTC) or epoch seconds → aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a timestamp: {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return None
+        return dt.datetime.fromtimestamp(value, UTC)
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def value_kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        if abs(value) <= EXACT_FLOAT_INT:
+            return "number"
+        return "int" if INT64_MIN <= value <= INT64_MAX else "text"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return "json"
+
+
+def convert(value: Any, kind: str) -> Any:
+    if kind == "number":
+        return float(value)
+    if kind == "json":
+        return dumps_json(value)
+    if kind == "text" and not isinstance(value, str):
+        return str(value)  # ints beyond int64
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text; NaN/±Infinity inside become strings so every destination can parse it."""
+    return json.dumps(_json_safe(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def json_value(value: Any) -> Any:
+    """A value for a `json` column: NaN/±Infinity become the strings "NaN"/"Infinity"/"-Infinity"."""
+    return _json_safe(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def loads_wandb(text: str | None) -> Any:
+    """W&B's JSON-in-a-string fields (may hold NaN/Infinity tokens)."""
+    return json.loads(text) if text else {}
+
+
+# -- column mapping ---------------------------------------------------------------------------
+
+class ColumnMap:
+    """Stable W&B key → column assignment for one table, persisted in dlt state.
+
+    The first kind seen for a key gets the snake_case name; another kind, or a name already taken
+    (`train/loss` vs `train_loss`, or a key equal to one of our own columns), gets a suffix. Once the
+    budget of columns is spent, new keys map to "" (the long table).
+    """
+
+    def __init__(self, state: dict, reserved: Iterable[str], budget: int) -> None:
+        self._state = state  # {key: {kind: column or ""}}
+        self._lock = threading.Lock()
+        self._budget = budget
+        self._taken = set(reserved) | DLT_COLUMNS
+        for kinds in state.values():
+            self._taken.update(c for c in kinds.values() if c)
+
+    def column(self, key: str, kind: str) -> str:
+        kinds = self._state.get(key)
+        if kinds is not None and kind in kinds:
+            return kinds[kind]
+        with self._lock:
+            kinds = self._state.setdefault(key, {})
+            if kind not in kinds:
+                kinds[kind] = self._assign(key, kind)
+            return kinds[kind]
+
+    def _assign(self, key: str, kind: str) -> str:
+        if sum(1 for c in self._taken if not c.startswith("_dlt")) >= self._budget:
+            return ""
+        base = NAMING.normalize_identifier(key) or "key"
+        for candidate in (base, f"{base}__{kind}", *(f"{base}__{kind}_{n}" for n in range(2, 10_000))):
+            if candidate not in self._taken:
+                self._taken.add(candidate)
+                return candidate
+        return ""
+
+    def items(self) -> list[tuple[str, str, str]]:
+        return [(key, kind, col) for key, kinds in self._state.items() for kind, col in kinds.items()]
+
+
+# -- history and system metrics ---------------------------------------------------------------
+
+def metric_tables(rows: list[dict], run_key: tuple[str, str, str], columns: ColumnMap,
+                  index_key: str) -> tuple[pa.Table | None, pa.Table | None]:
+    """Rows of one run → (wide table, long table). `index_key` is `_step` or `_timestamp`."""
+    if not rows:
+        return None, None
+    values: dict[str, list] = {}
+    kinds: dict[str, str] = {}
+    long_rows: list[tuple] = []
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if key in RESERVED_HISTORY_KEYS:
+                continue
+            kind = value_kind(value)
+            if kind is None:
+                continue
+            column = columns.column(key, kind)
+            if not column:
+                long_rows.append((row[index_key], key, kind, convert(value, kind)))
+                continue
+            if column not in values:
+                values[column], kinds[column] = [None] * len(rows), kind
+            values[column][i] = convert(value, kind)
+    wide = _wide_table(rows, run_key, values, kinds, index_key)
+    return wide, _long_table(long_rows, run_key, index_key) if long_rows else None
+
+
+def _index_arrays(rows: list[dict], index_key: str) -> list[tuple[str, pa.Array]]:
+    timestamps = pa.array([parse_time(r.get("_timestamp")) for r in rows], TIMESTAMP)
+    runtimes = pa.array([_float_or_none(r.get("_runtime")) for r in rows], pa.float64())
+    if index_key == "_step":
+        return [("_step", pa.array([r["_step"] for r in rows], pa.int64())),
+                ("_timestamp", timestamps), ("_runtime", runtimes)]
+    return [("_timestamp", timestamps), ("_runtime", runtimes)]
+
+
+def _wide_table(rows: list[dict], run_key: tuple, values: dict, kinds: dict, index_key: str) -> pa.Table:
+    n = len(rows)
+    arrays = [(name, pa.array([part] * n, typ)) for (name, typ), part in zip(KEY_FIELDS, run_key)]
+    arrays += _index_arrays(rows, index_key)
+    arrays += [(col, pa.array(vals, KIND_TYPES[kinds[col]])) for col, vals in values.items()]
+    return pa.table(dict(arrays))
+
+
+def _long_table(long_rows: list[tuple], run_key: tuple, index_key: str) -> pa.Table:
+    n = len(long_rows)
+    index_type = pa.int64() if index_key == "_step" else TIMESTAMP
+    index = [r[0] if index_key == "_step" else parse_time(r[0]) for r in long_rows]
+    by_kind = {kind: [r[3] if r[2] == kind else None for r in long_rows] for kind in ("number", "text", "bool")}
+    other = [r[3] if r[2] in ("json", "int") else None for r in long_rows]
+    return pa.table({
+        **{name: pa.array([part] * n, typ) for (name, typ), part in zip(KEY_FIELDS, run_key)},
+        index_key: pa.array(index, index_type),
+        "key": pa.array([r[1] for r in long_rows], pa.string()),
+        "value_number": pa.array(by_kind["number"], pa.float64()),
+        "value_text": pa.array(by_kind["text"], pa.string()),
+        "value_bool": pa.array(by_kind["bool"], pa.bool_()),
+        "value_json": pa.array([None if v is None else str(v) for v in other], pa.string()),
+    })
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def parse_history_lines(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines]
+
+
+def parquet_rows(table: pa.Table) -> list[dict]:
+    """A W&B parquet export → history rows (a null is a key the step did not log)."""
+    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+
+
+# -- runs, config, summary, projects, sweeps ---------------------------------------------------
+
+def run_row(node: dict, entity: str, project: str, app_url: str) -> dict:
+    """A full W&B run object → one `runs` row (config/summary/system metrics kept as JSON too)."""
+    config = unwrap_config(loads_wandb(node.get("config")))
+    summary = loads_wandb(node.get("summaryMetrics"))
+    history_keys = node.get("historyKeys") or {}
+    runtime = (summary.get("_wandb") or {}).get("runtime") if isinstance(summary.get("_wandb"), dict) else None
+    return {
+        "entity": entity, "project": project, "run_id": node["name"], "storage_id": node.get("id"),
+        "display_name": node.get("displayName"), "state": node.get("state"),
+        "created_at": parse_time(node.get("createdAt")), "updated_at": parse_time(node.get("updatedAt")),
+        "heartbeat_at": parse_time(node.get("heartbeatAt")), "runtime": _float_or_none(runtime),
+        "tags": json_value(node.get("tags") or []), "group": node.get("group"), "job_type": node.get("jobType"),
+        "sweep": node.get("sweepName"), "user": (node.get("user") or {}).get("username"), "host": node.get("host"),
+        "commit": node.get("commit"), "notes": node.get("notes"), "description": node.get("description"),
+        "url": f"{app_url}/{entity}/{project}/runs/{node['name']}",
+        "history_line_count": node.get("historyLineCount"), "last_step": history_keys.get("lastStep"),
+        "config": json_value({k: v for k, v in config.items() if k not in WANDB_INTERNAL_CONFIG_KEYS}),
+        "wandb_internal": json_value({k: v for k, v in config.items() if k in WANDB_INTERNAL_CONFIG_KEYS}),
+        "summary": json_value(summary), "system_metrics": json_value(loads_wandb(node.get("systemMetrics"))),
+        "deleted_at": None,
+    }
+
+
+def unwrap_config(raw: dict) -> dict:
+    """W&B wraps config values as {"value": v, "desc": d}; return {key: v}."""
+    return {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in raw.items()}
+
+
+def key_value_rows(run_key: tuple[str, str, str], values: dict, skip: Iterable[str] = ()) -> list[dict]:
+    """Config or summary → one row per key: queryable by key with plain SQL on any destination."""
+    entity, project, run_id = run_key
+    rows = []
+    for key, value in values.items():
+        if key in skip:
+            continue
+        kind = value_kind(value)
+        rows.append({
+            "entity": entity, "project": project, "run_id": run_id, "key": key,
+            "value_number": float(value) if kind == "number" else None,
+            "value_text": value if kind == "text" and isinstance(value, str) else None,
+            "value_bool": value if kind == "bool" else None,
+            "value_json": dumps_json(value) if kind in ("json", "int") or (kind == "text" and not isinstance(value, str))
+            else None,
+        })
+    return rows
+
+
+def project_row(node: dict) -> dict:
+    return {"entity": node["entityName"], "name": node["name"], "id": node.get("id"),
+            "created_at": parse_time(node.get("createdAt")), "description": node.get("description")}
+
+
+def sweep_row(node: dict, entity: str, project: str) -> dict:
+    import yaml
+
+    try:
+        config = yaml.safe_load(node.get("config") or "") or {}
+    except yaml.YAMLError:
+        config = {"_unparsed": node.get("config")}
+    metric = config.get("metric") if isinstance(config, dict) else None
+    return {
+        "entity": entity, "project": project, "sweep_id": node["name"], "storage_id": node.get("id"),
+        "display_name": node.get("displayName"), "method": node.get("method") or config.get("method"),
+        "state": node.get("state"), "description": node.get("description"), "best_loss": node.get("bestLoss"),
+        "metric_name": (metric or {}).get("name"), "metric_goal": (metric or {}).get("goal"),
+        "config": dumps_json(config), "created_at": parse_time(node.get("createdAt")),
+        "updated_at": parse_time(node.get("updatedAt")), "run_count": node.get("runCount"),
+        "run_count_expected": node.get("runCountExpected"),
+    }
