@@ -25,20 +25,31 @@ from dlt.sources import DltResource
 from . import settings
 from .client import WandbClient
 from .credentials import default_base_url, resolve_api_key
-from .destination import run_rows
+from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
 from .jobs import RunJob, event_batches, history_batches
 from .readers import DONE, RunGone, in_parallel
-from .transform import ColumnMap, key_value_rows, loads_wandb, project_row, run_row, sweep_row, unwrap_config
+from .transform import (ColumnMap, key_value_table, loads_wandb, project_row, run_row, sweep_row, sweeps_table,
+                        unwrap_config)
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
            "WandbClient", "WandbSourceError", "wandb_source"]
 
 MERGE = {"disposition": "merge", "strategy": "upsert"}
 HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}
-RUN_COLUMNS = {"deleted_at": {"data_type": "timestamp"},
-               **{c: {"data_type": "json"} for c in ("tags", "config", "wandb_internal", "summary", "system_metrics")}}
+RUN_COLUMNS: dict = {
+    **{c: {"data_type": "text"} for c in ("entity", "project", "run_id", "storage_id", "display_name", "state",
+                                          "group", "job_type", "sweep", "user", "host", "commit", "notes",
+                                          "description", "url")},
+    **{c: {"data_type": "timestamp"} for c in ("created_at", "updated_at", "heartbeat_at", "deleted_at")},
+    "runtime": {"data_type": "double"}, "history_line_count": {"data_type": "bigint"},
+    "last_step": {"data_type": "bigint"},
+    **{c: {"data_type": "json"} for c in ("tags", "config", "wandb_internal", "summary", "system_metrics")},
+}
+PROJECT_COLUMNS: dict = {"entity": {"data_type": "text"}, "name": {"data_type": "text"},
+                         "id": {"data_type": "text"}, "created_at": {"data_type": "timestamp"},
+                         "description": {"data_type": "text"}}
 
 
 @dlt.source(name="wandb", max_table_nesting=0)
@@ -112,7 +123,8 @@ def _app_url(base_url: str) -> str:
 
 
 def _projects(client: WandbClient, entity: str, targets: list[tuple[str, str]]) -> DltResource:
-    @dlt.resource(name="projects", primary_key=("entity", "name"), write_disposition=MERGE)
+    @dlt.resource(name="projects", primary_key=("entity", "name"), write_disposition=MERGE,
+                   columns=PROJECT_COLUMNS)
     def projects() -> Iterator[list[dict]]:
         """One row per project (entity, name, id, created_at, description). Merged on (entity, name)."""
         wanted = set(targets)
@@ -181,19 +193,17 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
 
 
 def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:
-    rows, config_rows, summary_rows = [], [], []
-    for node in nodes:
-        row = run_row(node, page["entity"], page["project"], app_url)
-        rows.append(row)
-        key = (row["entity"], row["project"], row["run_id"])
-        config_rows += key_value_rows(key, unwrap_config(loads_wandb(node.get("config"))),
-                                      skip=settings.WANDB_INTERNAL_CONFIG_KEYS)
-        summary_rows += key_value_rows(key, loads_wandb(node.get("summaryMetrics")))
+    rows = [run_row(node, page["entity"], page["project"], app_url) for node in nodes]
     yield rows
-    for table, table_rows in (("run_config", config_rows), ("run_summary", summary_rows)):
-        if table_rows:
-            yield dlt.mark.with_hints(table_rows, dlt.mark.make_hints(
-                table_name=table, primary_key=settings.KEY_VALUE_KEY, write_disposition=MERGE))
+    keys = [(row["entity"], row["project"], row["run_id"]) for row in rows]
+    configs = [unwrap_config(loads_wandb(node.get("config"))) for node in nodes]
+    summaries = [loads_wandb(node.get("summaryMetrics")) for node in nodes]
+    for table, values, skip in (("run_config", configs, settings.WANDB_INTERNAL_CONFIG_KEYS),
+                                ("run_summary", summaries, ())):
+        arrow = key_value_table(keys, values, skip)
+        if arrow is not None:
+            hints = dlt.mark.make_hints(table_name=table, primary_key=settings.KEY_VALUE_KEY, write_disposition=MERGE)
+            yield dlt.mark.with_hints(arrow, hints, create_table_variant=True)
 
 
 def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
@@ -202,7 +212,7 @@ def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
     now = dt.datetime.now(dt.timezone.utc)
     for key in gone:
         run_id = key[len(prefix):]
-        rows = run_rows("runs", (page["entity"], page["project"], run_id))
+        rows = run_rows(active_pipeline(), "runs", (page["entity"], page["project"], run_id))
         state.pop(key)
         for row in rows:
             row = {k: v for k, v in row.items() if not k.startswith("_dlt")}
@@ -222,9 +232,11 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.HISTORY_KEY, max_columns)
+        columns = ColumnMap(state.setdefault("columns", {}), settings.HISTORY_KEY, max_columns,
+                            dlt.current.source_schema().naming)
         jobs = _jobs(page, cursors)
-        work = lambda job: history_batches(client, job, columns, page_size)  # noqa: E731
+        pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
+        work = lambda job: history_batches(client, job, columns, page_size, pipeline)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
 
     return history
@@ -239,7 +251,7 @@ def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
         columns = ColumnMap(state.setdefault("columns", {}), settings.SYSTEM_METRICS_KEY,
-                            settings.MAX_SYSTEM_METRICS_COLUMNS)
+                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         jobs = _jobs(page, cursors)
         work = lambda job: event_batches(client, job, columns)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
@@ -280,6 +292,6 @@ def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
         for entity, project in targets:
             rows = [sweep_row(node, entity, project) for node in client.sweeps(entity, project)]
             if rows:
-                yield rows
+                yield sweeps_table(rows)
 
     return sweeps

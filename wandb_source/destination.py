@@ -17,16 +17,28 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def run_rows(table: str, run_key: tuple[str, str, str], columns: str = "*") -> list[dict[str, Any]]:
-    """Rows of `table` that belong to one run, as dicts (empty when unknown)."""
+def active_pipeline() -> Any:
+    """The pipeline running this extract, or None when the source runs stand-alone.
+
+    Call it on the extract thread: worker threads have no active pipeline (dlt would make a new one)."""
     try:
-        pipeline = dlt.current.pipeline()
-    except Exception:  # noqa: BLE001 - no active pipeline: the source runs stand-alone
-        return []
+        from dlt.common.configuration.container import Container
+        from dlt.common.pipeline import PipelineContext
+
+        context = Container()[PipelineContext]
+        return context.pipeline() if context.is_active() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str = "*") -> list[dict[str, Any]]:
+    """Rows of `table` that belong to one run, as dicts (empty when unknown)."""
     if pipeline is None or table not in pipeline.default_schema.tables:
         return []
     if not pipeline.default_schema.get_table_columns(table):
         return []
+    if pipeline.destination is not None and pipeline.destination.destination_name == "filesystem":
+        return _delta_rows(pipeline, table, run_key, columns)
     entity, project, run_id = run_key
     query = (f"SELECT {columns} FROM {table} WHERE entity = {_literal(entity)} "
              f"AND project = {_literal(project)} AND run_id = {_literal(run_id)}")
@@ -35,3 +47,17 @@ def run_rows(table: str, run_key: tuple[str, str, str], columns: str = "*") -> l
     except Exception as e:  # noqa: BLE001 - the table may not be loaded yet
         logger.info("could not read %s for %s: %s", table, "/".join(run_key), e)
         return []
+
+
+def _delta_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str) -> list[dict[str, Any]]:
+    """Filesystem destination (delta tables): read with deltalake, no DuckDB extension needed."""
+    try:
+        from dlt.common.libs.deltalake import get_delta_tables
+
+        delta = get_delta_tables(pipeline, table)[table]
+    except Exception as e:  # noqa: BLE001 - not a delta table, or not written yet
+        logger.info("could not open delta table %s: %s", table, e)
+        return []
+    filters = [(name, "=", value) for name, value in zip(("entity", "project", "run_id"), run_key)]
+    wanted = None if columns == "*" else [c.strip() for c in columns.split(",")]
+    return delta.to_pyarrow_table(columns=wanted, filters=filters).to_pylist()

@@ -48,7 +48,8 @@ class RunJob:
         return [self.updated_at, *self.cursor.to_state()]
 
 
-def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int) -> Iterator[list]:
+def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int,
+                    pipeline: Any = None) -> Iterator[list]:
     """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind)."""
     job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
@@ -56,7 +57,7 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
     for rows in read_history(client, job.run_key, job.cursor, page_size):
         yield _with_long(metric_tables(rows, job.run_key, columns, "_step"), "history")
     if job.cursor.rewound:
-        yield _tombstones(job, "history", "_step")
+        yield _tombstones(pipeline, job, "history", "_step")
 
 
 def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Iterator[list]:
@@ -80,14 +81,15 @@ def _with_long(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> l
     wide, long = tables
     out: list = [wide] if wide is not None else []
     if long is not None:
-        out.append(dlt.mark.with_hints(long, dlt.mark.make_hints(write_disposition=MERGE, **LONG_HINTS[table])))
+        hints = dlt.mark.make_hints(write_disposition=MERGE, **LONG_HINTS[table])
+        out.append(dlt.mark.with_hints(long, hints, create_table_variant=True))
     return out
 
 
-def _tombstones(job: RunJob, table: str, index: str) -> list:
+def _tombstones(pipeline: Any, job: RunJob, table: str, index: str) -> list:
     """Rows to hard-delete: steps the destination holds that the rewound run no longer has."""
     seen = job.cursor.steps_seen
-    gone = sorted({r[index] for r in run_rows(table, job.run_key, index)} - seen)
+    gone = sorted({r[index] for r in run_rows(pipeline, table, job.run_key, index)} - seen)
     if not gone:
         return []
     n = len(gone)

@@ -107,8 +107,9 @@ class ColumnMap:
     budget of columns is spent, new keys map to "" (the long table).
     """
 
-    def __init__(self, state: dict, reserved: Iterable[str], budget: int) -> None:
+    def __init__(self, state: dict, reserved: Iterable[str], budget: int, naming: Any = NAMING) -> None:
         self._state = state  # {key: {kind: column or ""}}
+        self._naming = naming  # the destination's: Postgres shortens names past 63 characters
         self._lock = threading.Lock()
         self._budget = budget
         self._taken = set(reserved) | DLT_COLUMNS
@@ -128,8 +129,9 @@ class ColumnMap:
     def _assign(self, key: str, kind: str) -> str:
         if sum(1 for c in self._taken if not c.startswith("_dlt")) >= self._budget:
             return ""
-        base = NAMING.normalize_identifier(key) or "key"
-        for candidate in (base, f"{base}__{kind}", *(f"{base}__{kind}_{n}" for n in range(2, 10_000))):
+        base = self._naming.normalize_identifier(key) or "key"
+        suffixed = (f"{base}__{kind}", *(f"{base}__{kind}_{n}" for n in range(2, 10_000)))
+        for candidate in (base, *(self._naming.normalize_identifier(c) for c in suffixed)):
             if candidate not in self._taken:
                 self._taken.add(candidate)
                 return candidate
@@ -246,23 +248,30 @@ def unwrap_config(raw: dict) -> dict:
     return {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in raw.items()}
 
 
-def key_value_rows(run_key: tuple[str, str, str], values: dict, skip: Iterable[str] = ()) -> list[dict]:
-    """Config or summary → one row per key: queryable by key with plain SQL on any destination."""
-    entity, project, run_id = run_key
-    rows = []
-    for key, value in values.items():
-        if key in skip:
-            continue
-        kind = value_kind(value)
-        rows.append({
-            "entity": entity, "project": project, "run_id": run_id, "key": key,
-            "value_number": float(value) if kind == "number" else None,
-            "value_text": value if kind == "text" and isinstance(value, str) else None,
-            "value_bool": value if kind == "bool" else None,
-            "value_json": dumps_json(value) if kind in ("json", "int") or (kind == "text" and not isinstance(value, str))
-            else None,
-        })
-    return rows
+def key_value_table(run_keys: list[tuple[str, str, str]], mappings: list[dict],
+                    skip: Iterable[str] = ()) -> pa.Table | None:
+    """Config or summary of several runs → one row per (run, key): queryable by key with plain SQL.
+
+    An Arrow table with explicit types, so floats stay exact (dlt's dict path rounds them)."""
+    cols: dict[str, list] = {n: [] for n in ("entity", "project", "run_id", "key", "value_number",
+                                             "value_text", "value_bool", "value_json")}
+    for run_key, values in zip(run_keys, mappings):
+        for key, value in values.items():
+            if key in skip:
+                continue
+            kind = value_kind(value)
+            for name, part in zip(("entity", "project", "run_id"), run_key):
+                cols[name].append(part)
+            cols["key"].append(key)
+            cols["value_number"].append(float(value) if kind == "number" else None)
+            cols["value_text"].append(value if kind == "text" and isinstance(value, str) else None)
+            cols["value_bool"].append(value if kind == "bool" else None)
+            cols["value_json"].append(dumps_json(value) if kind in ("json", "int") or (
+                kind == "text" and not isinstance(value, str)) else None)
+    if not cols["key"]:
+        return None
+    types = {"value_number": pa.float64(), "value_bool": pa.bool_()}
+    return pa.table({name: pa.array(vals, types.get(name, pa.string())) for name, vals in cols.items()})
 
 
 def project_row(node: dict) -> dict:
@@ -287,3 +296,17 @@ def sweep_row(node: dict, entity: str, project: str) -> dict:
         "updated_at": parse_time(node.get("updatedAt")), "run_count": node.get("runCount"),
         "run_count_expected": node.get("runCountExpected"),
     }
+
+
+SWEEP_SCHEMA = pa.schema([
+    ("entity", pa.string()), ("project", pa.string()), ("sweep_id", pa.string()), ("storage_id", pa.string()),
+    ("display_name", pa.string()), ("method", pa.string()), ("state", pa.string()), ("description", pa.string()),
+    ("best_loss", pa.float64()), ("metric_name", pa.string()), ("metric_goal", pa.string()),
+    ("config", pa.string()), ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP), ("run_count", pa.int64()),
+    ("run_count_expected", pa.int64()),
+])
+
+
+def sweeps_table(rows: list[dict]) -> pa.Table:
+    """Sweep rows as Arrow with explicit types (exact `best_loss`)."""
+    return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA)
