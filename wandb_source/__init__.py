@@ -28,29 +28,14 @@ from .credentials import default_base_url, resolve_api_key
 from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
-from .jobs import RunJob, event_batches, history_batches
+from .jobs import RunJob, event_batches, history_batches, table_item
+from .settings import MERGE, TABLE_HINTS
 from .readers import DONE, RunGone, in_parallel
 from .transform import (ColumnMap, key_value_table, loads_wandb, project_row, run_row, sweep_row, sweeps_table,
                         unwrap_config)
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
            "WandbClient", "WandbSourceError", "wandb_source"]
-
-MERGE = {"disposition": "merge", "strategy": "upsert"}
-HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}
-RUN_COLUMNS: dict = {
-    **{c: {"data_type": "text"} for c in ("entity", "project", "run_id", "storage_id", "display_name", "state",
-                                          "group", "job_type", "sweep", "user", "host", "commit", "notes",
-                                          "description", "url")},
-    **{c: {"data_type": "timestamp"} for c in ("created_at", "updated_at", "heartbeat_at", "deleted_at")},
-    "runtime": {"data_type": "double"}, "history_line_count": {"data_type": "bigint"},
-    "last_step": {"data_type": "bigint"},
-    **{c: {"data_type": "json"} for c in ("tags", "config", "wandb_internal", "summary", "system_metrics")},
-}
-PROJECT_COLUMNS: dict = {"entity": {"data_type": "text"}, "name": {"data_type": "text"},
-                         "id": {"data_type": "text"}, "created_at": {"data_type": "timestamp"},
-                         "description": {"data_type": "text"}}
-
 
 @dlt.source(name="wandb", max_table_nesting=0)
 def wandb_source(
@@ -123,8 +108,7 @@ def _app_url(base_url: str) -> str:
 
 
 def _projects(client: WandbClient, entity: str, targets: list[tuple[str, str]]) -> DltResource:
-    @dlt.resource(name="projects", primary_key=("entity", "name"), write_disposition=MERGE,
-                   columns=PROJECT_COLUMNS)
+    @dlt.resource(name="projects", write_disposition=MERGE, **TABLE_HINTS["projects"])
     def projects() -> Iterator[list[dict]]:
         """One row per project (entity, name, id, created_at, description). Merged on (entity, name)."""
         wanted = set(targets)
@@ -166,8 +150,7 @@ def _run_key_str(page: dict, run_id: str) -> str:
 
 
 def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResource:
-    @dlt.transformer(name="runs", primary_key=settings.RUN_KEY, write_disposition=MERGE,
-                     columns=RUN_COLUMNS)
+    @dlt.transformer(name="runs", write_disposition=MERGE)
     def runs(page: dict) -> Iterator[Any]:
         """One row per run, keyed (entity, project, run_id), with config and summary also as
         `run_config` / `run_summary` (one row per key). Incremental on each run's `updated_at`: a
@@ -194,7 +177,7 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
 
 def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:
     rows = [run_row(node, page["entity"], page["project"], app_url) for node in nodes]
-    yield rows
+    yield table_item("runs", rows)
     keys = [(row["entity"], row["project"], row["run_id"]) for row in rows]
     configs = [unwrap_config(loads_wandb(node.get("config"))) for node in nodes]
     summaries = [loads_wandb(node.get("summaryMetrics")) for node in nodes]
@@ -202,8 +185,7 @@ def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:
                                 ("run_summary", summaries, ())):
         arrow = key_value_table(keys, values, skip)
         if arrow is not None:
-            hints = dlt.mark.make_hints(table_name=table, primary_key=settings.KEY_VALUE_KEY, write_disposition=MERGE)
-            yield dlt.mark.with_hints(arrow, hints, create_table_variant=True)
+            yield table_item(table, arrow)
 
 
 def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
@@ -218,12 +200,11 @@ def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
             row = {k: v for k, v in row.items() if not k.startswith("_dlt")}
             row["deleted_at"] = now
             logger.info("run %s was deleted in W&B; marking it deleted", key)
-            yield [row]
+            yield table_item("runs", [row])
 
 
 def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int) -> DltResource:
-    @dlt.transformer(name="history", primary_key=settings.HISTORY_KEY, write_disposition=MERGE,
-                     columns=HARD_DELETE)
+    @dlt.transformer(name="history", write_disposition=MERGE)
     def history(page: dict) -> Iterator[Any]:
         """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
@@ -238,12 +219,13 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
         work = lambda job: history_batches(client, job, columns, page_size, pipeline)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
+        yield from _metric_columns(columns, "history")
 
     return history
 
 
 def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
-    @dlt.transformer(name="system_metrics", primary_key=settings.SYSTEM_METRICS_KEY, write_disposition=MERGE)
+    @dlt.transformer(name="system_metrics", write_disposition=MERGE)
     def system_metrics(page: dict) -> Iterator[Any]:
         """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
         run_id, _timestamp). Per-run cursor on `_timestamp`, fetched only for runs whose `updated_at`
@@ -255,8 +237,16 @@ def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
         jobs = _jobs(page, cursors)
         work = lambda job: event_batches(client, job, columns)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
+        yield from _metric_columns(columns, "system_metrics")
 
     return system_metrics
+
+
+def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:
+    """`metric_columns`: which column of `history`/`system_metrics` holds which W&B key (and kind)."""
+    rows = columns.added_rows(table)
+    if rows:
+        yield table_item("metric_columns", rows)
 
 
 def _jobs(page: dict, cursors: dict) -> list[RunJob]:
@@ -285,7 +275,7 @@ def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dic
 
 
 def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
-    @dlt.resource(name="sweeps", primary_key=("entity", "project", "sweep_id"), write_disposition=MERGE)
+    @dlt.resource(name="sweeps", write_disposition=MERGE, **TABLE_HINTS["sweeps"])
     def sweeps() -> Iterator[list[dict]]:
         """One row per sweep (config parsed from YAML, method, state, best loss, run counts), keyed
         (entity, project, sweep_id); runs link to it through `runs.sweep`. Reloaded in full each time."""

@@ -18,10 +18,12 @@ from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
 from .transform import ColumnMap, metric_tables
 
-LONG_HINTS = {"history": dict(table_name="history_long", primary_key=(*settings.HISTORY_KEY, "key")),
-              "system_metrics": dict(table_name="system_metrics_long",
-                                     primary_key=(*settings.SYSTEM_METRICS_KEY, "key"))}
-MERGE = {"disposition": "merge", "strategy": "upsert"}
+
+
+def table_item(table: str, item: Any) -> Any:
+    """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS)."""
+    hints = dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
+    return dlt.mark.with_hints(item, hints, create_table_variant=True)
 
 
 @dataclass
@@ -49,24 +51,24 @@ class RunJob:
 
 
 def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int,
-                    pipeline: Any = None) -> Iterator[list]:
+                    pipeline: Any = None) -> Iterator[Any]:
     """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind)."""
     job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
         return  # nothing logged yet: no request
     for rows in read_history(client, job.run_key, job.cursor, page_size):
-        yield _with_long(metric_tables(rows, job.run_key, columns, "_step"), "history")
+        yield from _tables(metric_tables(rows, job.run_key, columns, "_step"), "history")
     if job.cursor.rewound:
-        yield _tombstones(pipeline, job, "history", "_step")
+        yield from _tombstones(pipeline, job, "history", "_step")
 
 
-def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Iterator[list]:
+def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Iterator[Any]:
     """Arrow tables for `system_metrics` with the samples newer than the last one loaded."""
     last = job.previous[1] if job.previous else None
     rows = read_events(client, job.run_key, last)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
     if rows:
-        yield _with_long(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
+        yield from _tables(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
 
 
 @dataclass
@@ -77,12 +79,11 @@ class _EventCursor:
         return [self.last_timestamp]
 
 
-def _with_long(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:
+def _tables(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:
     wide, long = tables
-    out: list = [wide] if wide is not None else []
+    out: list = [table_item(table, wide)] if wide is not None else []
     if long is not None:
-        hints = dlt.mark.make_hints(write_disposition=MERGE, **LONG_HINTS[table])
-        out.append(dlt.mark.with_hints(long, hints, create_table_variant=True))
+        out.append(table_item(f"{table}_long", long))
     return out
 
 
@@ -93,8 +94,8 @@ def _tombstones(pipeline: Any, job: RunJob, table: str, index: str) -> list:
     if not gone:
         return []
     n = len(gone)
-    return [pa.table({
+    return [table_item(table, pa.table({
         "entity": pa.array([job.entity] * n, pa.string()), "project": pa.array([job.project] * n, pa.string()),
         "run_id": pa.array([job.run_id] * n, pa.string()), index: pa.array(gone, pa.int64()),
         "_deleted": pa.array([True] * n, pa.bool_()),
-    })]
+    }))]

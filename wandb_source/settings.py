@@ -26,6 +26,37 @@ HISTORY_KEY = (*RUN_KEY, "_step")
 SYSTEM_METRICS_KEY = (*RUN_KEY, "_timestamp")
 KEY_VALUE_KEY = (*RUN_KEY, "key")
 
+# every table is merged on its key (upsert: idempotent, so a repeated or resumed load never duplicates)
+MERGE = {"disposition": "merge", "strategy": "upsert"}
+
+
+def _typed(data_type: str, *names: str) -> dict:
+    return {name: {"data_type": data_type} for name in names}
+
+
+RUN_COLUMNS: dict = {
+    **_typed("text", "entity", "project", "run_id", "storage_id", "display_name", "state", "group", "job_type",
+             "sweep", "user", "host", "commit", "notes", "description", "url"),
+    **_typed("timestamp", "created_at", "updated_at", "heartbeat_at", "deleted_at"),
+    **_typed("double", "runtime"), **_typed("bigint", "history_line_count", "last_step"),
+    **_typed("json", "tags", "config", "wandb_internal", "summary", "system_metrics"),
+}
+HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}  # tombstones after a rewind
+TABLE_HINTS: dict = {
+    "projects": {"primary_key": ("entity", "name"),
+                 "columns": {**_typed("text", "entity", "name", "id", "description"), **_typed("timestamp", "created_at")}},
+    "runs": {"primary_key": RUN_KEY, "columns": RUN_COLUMNS},
+    "run_config": {"primary_key": KEY_VALUE_KEY},
+    "run_summary": {"primary_key": KEY_VALUE_KEY},
+    "history": {"primary_key": HISTORY_KEY, "columns": HARD_DELETE},
+    "history_long": {"primary_key": (*HISTORY_KEY, "key")},
+    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY},
+    "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key")},
+    "metric_columns": {"primary_key": ("table_name", "key", "kind"),
+                       "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
+    "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
+}
+
 # -- W&B -------------------------------------------------------------------------------------
 WANDB_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 RESERVED_HISTORY_KEYS = ("_step", "_timestamp", "_runtime")

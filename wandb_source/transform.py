@@ -112,6 +112,7 @@ class ColumnMap:
         self._naming = naming  # the destination's: Postgres shortens names past 63 characters
         self._lock = threading.Lock()
         self._budget = budget
+        self.added: list[tuple[str, str, str]] = []  # (key, kind, column) assigned since creation
         self._taken = set(reserved) | DLT_COLUMNS
         for kinds in state.values():
             self._taken.update(c for c in kinds.values() if c)
@@ -124,6 +125,7 @@ class ColumnMap:
             kinds = self._state.setdefault(key, {})
             if kind not in kinds:
                 kinds[kind] = self._assign(key, kind)
+                self.added.append((key, kind, kinds[kind]))
             return kinds[kind]
 
     def _assign(self, key: str, kind: str) -> str:
@@ -137,8 +139,12 @@ class ColumnMap:
                 return candidate
         return ""
 
-    def items(self) -> list[tuple[str, str, str]]:
-        return [(key, kind, col) for key, kinds in self._state.items() for kind, col in kinds.items()]
+    def added_rows(self, table: str) -> list[dict]:
+        """Rows for `metric_columns`: where each newly seen W&B key+kind is stored."""
+        rows = [{"table_name": table, "key": key, "kind": kind, "column_name": col or None,
+                 "long_table": None if col else f"{table}_long"} for key, kind, col in self.added]
+        self.added = []
+        return rows
 
 
 # -- history and system metrics ---------------------------------------------------------------
