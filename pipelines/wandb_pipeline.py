@@ -70,7 +70,7 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
     for table in TABLES:
         if counts.get(table):
             print(f"  {table:<22} {counts[table]:>10,} rows")
-    if not any(counts.get(t) for t in TABLES):
+    if not any(counts.get(t) for t in ("runs", "history", "system_metrics")):
         print("  nothing new: every run is up to date")
     failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
     if failed:

@@ -282,6 +282,6 @@ def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
         for entity, project in targets:
             rows = [sweep_row(node, entity, project) for node in client.sweeps(entity, project)]
             if rows:
-                yield sweeps_table(rows)
+                yield table_item("sweeps", sweeps_table(rows))
 
     return sweeps

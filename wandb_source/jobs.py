@@ -22,6 +22,8 @@ from .transform import ColumnMap, metric_tables
 
 def table_item(table: str, item: Any) -> Any:
     """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS)."""
+    if isinstance(item, pa.Table):
+        item = _keys_not_null(item, settings.TABLE_HINTS[table]["primary_key"])
     hints = dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
     return dlt.mark.with_hints(item, hints, create_table_variant=True)
 
@@ -77,6 +79,12 @@ class _EventCursor:
 
     def to_state(self) -> list:
         return [self.last_timestamp]
+
+
+def _keys_not_null(table: pa.Table, keys: tuple) -> pa.Table:
+    """Key columns are declared NOT NULL in the schema; say so in the Arrow schema too."""
+    fields = [f.with_nullable(False) if f.name in keys else f for f in table.schema]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
 def _tables(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:

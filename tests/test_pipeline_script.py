@@ -1,0 +1,92 @@
+"""`python pipelines/wandb_pipeline.py` run as a user would: config from .dlt/config.toml, destination
+switched by config alone, readable errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"
+
+
+def project_dir(tmp_path: Path, destination: str, entity: str = "emulator") -> Path:
+    """A copy of the user-facing files: the pipeline script and a .dlt/config.toml."""
+    (tmp_path / "pipelines").mkdir()
+    shutil.copy(ROOT / "pipelines" / "wandb_pipeline.py", tmp_path / "pipelines")
+    (tmp_path / ".dlt").mkdir()
+    config = (ROOT / ".dlt" / "config.toml").read_text()
+    config = config.replace('destination_type = "duckdb"', f'destination_type = "{destination}"')
+    config = config.replace('# entity = "my-team"', f'entity = "{entity}"')
+    config = config.replace('database = "postgres"', 'database = "test"')
+    (tmp_path / ".dlt" / "config.toml").write_text(config)
+    (tmp_path / ".dlt" / "secrets.toml").write_text('[destination.postgres.credentials]\npassword = "postgres"\n')
+    return tmp_path
+
+
+def run_script(cwd: Path, emulator, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))}
+    environ.update({"DLT_DATA_DIR": str(cwd / "dlt_home"), "WANDB_BASE_URL": emulator.url,
+                    "WANDB_API_KEY": emulator.api_key, "PYTHONPATH": str(ROOT)}, **env)
+    return subprocess.run([sys.executable, str(cwd / "pipelines" / "wandb_pipeline.py"), *args], cwd=cwd,
+                          env=environ, capture_output=True, text=True, timeout=300)
+
+
+def test_duckdb_by_default_then_postgres_by_config(tmp_path, emulator):
+    (tmp_path / "a").mkdir()
+    cwd = project_dir(tmp_path / "a", "duckdb")
+    done = run_script(cwd, emulator)
+    assert done.returncode == 0, done.stderr
+    assert "history" in done.stdout and "runs" in done.stdout
+    with duckdb.connect(str(cwd / "wandb_pipeline.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from wandb_data.runs").fetchone()[0] == 12
+
+    again = run_script(cwd, emulator)
+    assert again.returncode == 0 and "nothing new" in again.stdout
+
+    (tmp_path / "b").mkdir()
+    cwd = project_dir(tmp_path / "b", "postgres")
+    done = run_script(cwd, emulator)
+    assert done.returncode == 0, done.stderr
+    try:
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute("select count(*) from wandb_data.runs")
+            assert cur.fetchone()[0] == 12
+    finally:
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute("drop schema if exists wandb_data cascade")
+
+
+def test_filesystem_by_environment(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    done = run_script(cwd, emulator, PIPELINES__WANDB_PIPELINE__DESTINATION_TYPE="filesystem")
+    assert done.returncode == 0, done.stderr
+    assert list((cwd / "_data" / "wandb_files" / "wandb_data" / "history").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WANDB_API_KEY": "local-" + "x" * 40}, "rejected the API key"),
+    ({"SOURCES__WANDB__PROJECTS": '["no-such-project"]'}, "no project emulator/no-such-project"),
+    ({"SOURCES__WANDB__FILTERS": '{"state": {"$bogus": 1}}'}, "rejected the run filter"),
+    ({"WANDB_BASE_URL": "http://wandb.example.com"}, "refusing to send the W&B API key over plain http"),
+])
+def test_failures_exit_1_with_one_clear_message(tmp_path, emulator, env, message):
+    done = run_script(project_dir(tmp_path, "duckdb"), emulator, **env)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert emulator.api_key not in done.stderr + done.stdout
+
+
+def test_missing_entity_says_where_to_set_it(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb", entity="")
+    config = (cwd / ".dlt" / "config.toml").read_text().replace('entity = ""', "")
+    (cwd / ".dlt" / "config.toml").write_text(config)
+    done = run_script(cwd, emulator)
+    assert done.returncode == 1 and "entity" in done.stderr and "Traceback" not in done.stderr
