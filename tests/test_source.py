@@ -130,3 +130,22 @@ def test_resources_are_selectable(tmp_path, emulator):
     pipeline.run(source)
     assert set(loaded_counts(pipeline)) == {"runs", "run_config", "run_summary"}
     assert emulator.faults.counts().get("HistoryPage", 0) == 0
+
+
+def test_thousands_of_metric_keys_load_into_postgres_without_loss(tmp_path, make_emulator):
+    from tests.wandb_emulator import DatasetSpec
+
+    emu = make_emulator(DatasetSpec(projects=("demo",), runs=1, steps=12, wide_keys=3000))
+    pipeline = make_pipeline("postgres", tmp_path)
+    try:
+        load(pipeline, emu, projects=["wide-keys"])
+        keys = set().union(*(r.history_keys()["keys"] for r in emu.store.project(ENTITY, "wide-keys").runs.values()))
+        assert len(keys) > 3000
+        assert assert_history_equals_emulator(pipeline, emu, project="wide-keys") == 24
+        columns = pipeline.default_schema.get_table_columns("history")
+        assert 800 <= len(columns) < 1600
+        assert len(rows(pipeline, "history_long")) > 0
+        mapped = {(r["key"], r["kind"]) for r in rows(pipeline, "metric_columns") if r["table_name"] == "history"}
+        assert {k for k, _ in mapped} >= keys - {"_step", "_runtime", "_timestamp"}
+    finally:
+        drop_dataset(pipeline)

@@ -9,6 +9,7 @@ Metric values: numbers are float64 (so `1` then `0.5` is one column; NaN/±Infin
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import threading
@@ -129,11 +130,12 @@ class ColumnMap:
             return kinds[kind]
 
     def _assign(self, key: str, kind: str) -> str:
-        if sum(1 for c in self._taken if not c.startswith("_dlt")) >= self._budget:
+        if len(self._taken) - len(DLT_COLUMNS) >= self._budget:
             return ""
         base = self._naming.normalize_identifier(key) or "key"
-        suffixed = (f"{base}__{kind}", *(f"{base}__{kind}_{n}" for n in range(2, 10_000)))
-        for candidate in (base, *(self._naming.normalize_identifier(c) for c in suffixed)):
+        suffixes = itertools.chain([""], [f"__{kind}"], (f"__{kind}_{n}" for n in itertools.count(2)))
+        for suffix in suffixes:  # lazily: only as many names as needed
+            candidate = self._naming.normalize_identifier(base + suffix) if suffix else base
             if candidate not in self._taken:
                 self._taken.add(candidate)
                 return candidate

@@ -137,7 +137,8 @@ def _row_maker(spec: DatasetSpec, project: str, index: int, created: dt.datetime
         decay = math.exp(-step / 300.0)
         row: dict = {"_step": step, "_runtime": round(runtime, 6), "_timestamp": round(t0 + runtime, 6)}
         if wide:
-            for k in range(step % 4 * 500, min(wide, step % 4 * 500 + 500)):
+            start = step * 500 % wide
+            for k in range(start, min(wide, start + 500)):
                 row[f"layer_{k:04d}/grad_norm"] = rng.random()
             row["train/loss"] = 2.0 * decay + rng.random() * 0.05
             return row
