@@ -47,6 +47,8 @@ def wandb_source(
     history_page_size: int = settings.HISTORY_PAGE_SIZE,
     max_workers: int = settings.MAX_WORKERS,
     max_retries: int = settings.MAX_RETRIES,
+    backoff_seconds: float = settings.BACKOFF_SECONDS,
+    request_timeout: float = settings.REQUEST_TIMEOUT_SECONDS,
     max_history_columns: int = settings.MAX_HISTORY_COLUMNS,
     allow_insecure_http: bool = False,
 ) -> Sequence[DltResource]:
@@ -61,6 +63,9 @@ def wandb_source(
         history_page_size: rows per history request.
         max_workers: runs fetched at the same time.
         max_retries: retries of a failing request (429, 5xx, timeouts) before the load fails.
+        backoff_seconds: first wait between retries (doubles each time, with jitter); a 429's
+            `Retry-After` wins.
+        request_timeout: seconds to wait for one answer before retrying.
         max_history_columns: metric columns in `history` before new keys go to `history_long`.
         allow_insecure_http: allow sending the key over plain http to a non-loopback host.
 
@@ -72,8 +77,8 @@ def wandb_source(
         raise ConfigurationError("`entity` is required: set it under [sources.wandb] in .dlt/config.toml "
                                  "or SOURCES__WANDB__ENTITY.")
     url = (base_url or default_base_url()).rstrip("/")
-    client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, pool_size=max_workers,
-                         allow_insecure_http=allow_insecure_http)
+    client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, backoff=backoff_seconds,
+                         timeout=request_timeout, pool_size=max_workers, allow_insecure_http=allow_insecure_http)
     targets = _project_list(client, entity, projects)
     listing = _runs_listing(client, targets, filters)
     app_url = _app_url(url)

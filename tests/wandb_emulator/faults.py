@@ -55,7 +55,8 @@ class RequestRecord:
     operation: str
     variables: dict
     status: int
-    at: float
+    at: float  # arrival (epoch seconds)
+    done: float  # answer sent
 
 
 class RateLimiter:
@@ -113,9 +114,10 @@ class Faults:
                     return rule
         return None
 
-    def record(self, operation: str, variables: dict, status: int) -> None:
+    def record(self, operation: str, variables: dict, status: int, arrived: float | None = None) -> None:
+        now = time.time()
         with self._lock:
-            self.log.append(RequestRecord(operation, variables, status, time.time()))
+            self.log.append(RequestRecord(operation, variables, status, arrived or now, now))
 
     def counts(self) -> Counter:
         with self._lock:

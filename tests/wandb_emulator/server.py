@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         if emu.faults.rate_limiter is not None:
             allowed, headers = emu.faults.rate_limiter.check()
             if not allowed:
-                emu.faults.record(operation, variables, 429)
+                emu.faults.record(operation, variables, 429, self.arrived)
                 self._json(429, {"errors": [{"message": "rate limit exceeded"}]}, headers)
                 return None
         rule = emu.faults.take(operation, variables)
@@ -181,7 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _inject(self, rule: FaultRule, operation: str, variables: dict) -> bool:
         """Apply a fault; True when the request has been answered (or dropped) by it."""
         emu = self.emulator
-        emu.faults.record(operation, variables, -1 if rule.kind in ("drop", "hang") else rule.status)
+        emu.faults.record(operation, variables, -1 if rule.kind in ("drop", "hang") else rule.status,
+                          self.arrived)
         if rule.kind == "slow":
             time.sleep(rule.delay)
             return False
@@ -203,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ------------------------------------------------------------------------------
     def do_POST(self) -> None:  # noqa: N802
+        self.arrived = time.time()
         path = self.path.split("?", 1)[0]
         if path == "/graphql":
             self._graphql()
@@ -214,6 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"errors": [{"message": f"no route {path}"}]})
 
     def do_GET(self) -> None:  # noqa: N802
+        self.arrived = time.time()
         path = unquote(self.path.split("?", 1)[0])
         if path.startswith("/files/"):
             self._download("file", path[len("/files/"):])
@@ -242,12 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rule, headers = gate
         if errors:
-            emu.faults.record(operation, variables, 400)
+            emu.faults.record(operation, variables, 400, self.arrived)
             self._json(400, {"errors": [e.formatted for e in errors]}, headers)
             return
         valid, username = emu.username_for(self.headers.get("Authorization"))
         if not valid:
-            emu.faults.record(operation, variables, 401)
+            emu.faults.record(operation, variables, 401, self.arrived)
             self._json(401, {"errors": [{"message": "user is not logged in"}]}, headers)
             return
         context = Context(emu.store, username, emu.url, emu.history_page_serves_exported)
@@ -255,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         payload: dict = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]
-        emu.faults.record(operation, variables, 200)
+        emu.faults.record(operation, variables, 200, self.arrived)
         self._json(200, payload, headers, truncate=rule is not None and rule.kind == "truncate")
 
     def _download(self, kind: str, rest: str) -> None:
@@ -273,10 +276,10 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     body = self._parquet(entity, project, run_id, name)
         except (ValueError, NotFound, IndexError):
-            emu.faults.record(kind, {"path": rest}, 404)
+            emu.faults.record(kind, {"path": rest}, 404, self.arrived)
             self._send(404, b"not found", "text/plain", headers)
             return
-        emu.faults.record(kind, {"path": rest}, 200)
+        emu.faults.record(kind, {"path": rest}, 200, self.arrived)
         self._send(200, body, "application/octet-stream", headers,
                    truncate=rule is not None and rule.kind == "truncate")
 
