@@ -247,3 +247,23 @@ def test_cli_starts_a_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_control_endpoint_adds_a_run(emulator):
+    body = {"entity": ENTITY, "project": PROJECT, "run": "newrun01", "state": "running",
+            "config": {"lr": 0.5}, "tags": ["fresh"], "rows": [{"_step": 0, "loss": 1.0}, {"_step": 1, "loss": 0.5}]}
+    assert requests.post(f"{emulator.url}/_emulator/control/add_run", json=body, timeout=5).ok
+    info = run_info(emulator, "newrun01")
+    assert info["historyLineCount"] == 2 and info["historyKeys"]["lastStep"] == 1
+    again = requests.post(f"{emulator.url}/_emulator/control/add_run", json=body, timeout=5)
+    assert again.status_code == 400 and "already exists" in again.text
+
+
+def test_generated_rewound_run_is_a_second_branch():
+    from tests.wandb_emulator import Store, generate
+    store = Store()
+    generate(store, DatasetSpec())
+    run = list(store.project(ENTITY, PROJECT).runs.values())[9]
+    rows = list(run.history.rows())
+    jumps = [b["_runtime"] - a["_runtime"] for a, b in zip(rows, rows[1:])]
+    assert max(jumps) > 7000 and list(run.history.steps) == list(range(len(rows)))

@@ -132,10 +132,10 @@ class ColumnMap:
     def _assign(self, key: str, kind: str) -> str:
         if len(self._taken) - len(DLT_COLUMNS) >= self._budget:
             return ""
-        base = self._naming.normalize_identifier(key) or "key"
         suffixes = itertools.chain([""], [f"__{kind}"], (f"__{kind}_{n}" for n in itertools.count(2)))
         for suffix in suffixes:  # lazily: only as many names as needed
-            candidate = self._naming.normalize_identifier(base + suffix) if suffix else base
+            # normalize_path is what dlt applies to Arrow column names: the result is the final name
+            candidate = self._naming.normalize_path((key or "key") + suffix)
             if candidate not in self._taken:
                 self._taken.add(candidate)
                 return candidate

@@ -95,7 +95,8 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
     created = _base_time(spec) + dt.timedelta(minutes=37 * index)
     n = spec.steps if wide else _n_steps(spec, index, state)
     steps = _steps(spec, index, n)
-    make_row = _row_maker(spec, project, index, created, wide, resumed=steps != list(range(n)))
+    rewound_at = int(n * 0.6) if spec.awkward and index == 9 and n > 10 else None
+    make_row = _row_maker(spec, project, index, created, wide, resumed=steps != list(range(n)), rewound_at=rewound_at)
     history = RunHistory(make_row, steps)
     runtime = make_row(steps[-1])["_runtime"] if steps else 0.0
     end = created + dt.timedelta(seconds=runtime)
@@ -123,15 +124,18 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
 
 
 def _row_maker(spec: DatasetSpec, project: str, index: int, created: dt.datetime, wide: int,
-               resumed: bool) -> Callable[[int], dict]:
+               resumed: bool, rewound_at: int | None = None) -> Callable[[int], dict]:
+    """Rows of one run. `resumed`: an hour's pause from step 50 on. `rewound_at`: W&B's `resume_from`
+    rewound the run to that step two hours later, so later steps are a second branch of training."""
     run_seed = int(hashlib.sha1(f"{spec.seed}/{project}/{index}".encode()).hexdigest()[:12], 16)
     t0 = created.timestamp()
     names = [f"train/m{j:03d}" for j in range(max(0, spec.metrics - 3))]
     awkward = spec.awkward and not wide
 
     def make_row(step: int) -> dict:
-        rng = random.Random(run_seed * 1_000_003 + step)
-        runtime = step * SECONDS_PER_STEP + rng.random() * 0.01
+        branch = 1 if rewound_at is not None and step > rewound_at else 0
+        rng = random.Random(run_seed * 1_000_003 + step + branch * 7_777_777)
+        runtime = step * SECONDS_PER_STEP + rng.random() * 0.01 + branch * 7200.0
         if resumed and step >= 50:
             runtime += 3600.0  # resumed an hour later
         decay = math.exp(-step / 300.0)

@@ -27,7 +27,7 @@ from .exports import parquet_bytes
 from .faults import FaultRule, Faults
 from .generator import DatasetSpec, generate
 from .graphql_api import SCHEMA, Context
-from .store import NotFound, Store
+from .store import NotFound, Store, new_run
 
 DEFAULT_API_KEY = "local-" + "e" * 40
 HTML_ERROR = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -112,6 +112,7 @@ class Emulator:
 
 CONTROL_ACTIONS = {
     "append_steps": lambda emu, a: emu.store.append_steps(a["entity"], a["project"], a["run"], a["rows"]),
+    "add_run": lambda emu, a: emu.store.add_run(new_run(**a)),
     "set_state": lambda emu, a: emu.store.set_state(a["entity"], a["project"], a["run"], a["state"]),
     "update_run": lambda emu, a: emu.store.update_run(a["entity"], a["project"], a["run"], **a["changes"]),
     "delete_run": lambda emu, a: emu.store.delete_run(a["entity"], a["project"], a["run"]),

@@ -328,3 +328,15 @@ def file_md5(data: bytes) -> str:
 def dumps_wandb(value: Any) -> str:
     """JSON as W&B writes it inside string fields: NaN/Infinity tokens kept, no spaces."""
     return json.dumps(value, allow_nan=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_run(entity: str, project: str, run: str, state: str = "running", rows: list | None = None,
+            **fields: Any) -> Run:
+    """A run created now (as `wandb.init` would), with explicit history rows."""
+    now = dt.datetime.now(UTC)
+    created = Run(entity=entity, project=project, name=run, display_name=fields.pop("display_name", run),
+                  state=state, created_at=now, updated_at=now, heartbeat_at=now, **fields)
+    for row in rows or []:
+        created.history.append(row)
+        created.summary.update(row)
+    return created

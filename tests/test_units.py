@@ -1,0 +1,98 @@
+"""Pure pieces: key and URL resolution, value kinds, column naming, timestamps, transport checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from wandb_source import AuthenticationError, ConfigurationError
+from wandb_source.client import check_transport
+from wandb_source.credentials import default_base_url, resolve_api_key
+from wandb_source.transform import ColumnMap, key_value_table, metric_tables, parse_time, unwrap_config, value_kind
+
+
+def test_api_key_precedence_explicit_env_netrc(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine wandb.example.org\n  login user\n  password netrc-key\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    url = "https://wandb.example.org"
+    assert resolve_api_key(None, url) == "netrc-key"
+    monkeypatch.setenv("WANDB_API_KEY", "env-key")
+    assert resolve_api_key(None, url) == "env-key"
+    assert resolve_api_key("explicit-key", url) == "explicit-key"
+    monkeypatch.delenv("WANDB_API_KEY")
+    with pytest.raises(AuthenticationError, match="secrets.toml"):
+        resolve_api_key(None, "https://other.example.org")
+
+
+def test_base_url_from_env_else_the_sdk_default(monkeypatch):
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9/")
+    assert default_base_url() == "http://127.0.0.1:9"
+    monkeypatch.delenv("WANDB_BASE_URL")
+    from wandb.sdk.wandb_settings import Settings
+
+    assert default_base_url() == Settings().base_url.rstrip("/")
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://127.0.0.1:8080", True), ("http://localhost", True), ("https://api.wandb.ai", True),
+    ("http://wandb.internal.example.com", False), ("ftp://x", False), ("not a url", False),
+])
+def test_key_is_never_sent_in_clear_to_a_remote_host(url, allowed):
+    if allowed:
+        check_transport(url, allow_insecure_http=False)
+    else:
+        with pytest.raises(ConfigurationError):
+            check_transport(url, allow_insecure_http=False)
+    if url.startswith("http://"):
+        check_transport(url, allow_insecure_http=True)
+
+
+@pytest.mark.parametrize("value, kind", [
+    (1, "number"), (0.5, "number"), (math.nan, "number"), (True, "bool"), ("x", "text"), ({"a": 1}, "json"),
+    ([1], "json"), (2**53, "number"), (2**53 + 1, "int"), (2**63, "text"), (None, None),
+])
+def test_value_kinds(value, kind):
+    assert value_kind(value) == kind
+
+
+def test_timestamps_with_and_without_zone_and_epoch():
+    utc = dt.timezone.utc
+    assert parse_time("2026-01-05T10:00:00") == dt.datetime(2026, 1, 5, 10, tzinfo=utc)
+    assert parse_time("2026-01-05T12:00:00+02:00") == dt.datetime(2026, 1, 5, 10, tzinfo=utc)
+    assert parse_time("2026-01-05T10:00:00Z") == dt.datetime(2026, 1, 5, 10, tzinfo=utc)
+    assert parse_time(1767607200.5) == dt.datetime(2026, 1, 5, 10, 0, 0, 500000, tzinfo=utc)
+    assert parse_time(None) is None and parse_time(math.inf) is None
+
+
+def test_column_map_is_stable_and_never_merges_colliding_keys():
+    state: dict = {}
+    columns = ColumnMap(state, ("entity", "project", "run_id", "_step"), budget=100)
+    assert columns.column("val/acc", "number") == "val_acc"
+    assert columns.column("val_acc", "number") == "val_acc__number"
+    assert columns.column("val/acc", "text") == "val_acc__text"
+    assert columns.column("run_id", "number") == "run_id__number"  # our own key column stays ours
+    assert columns.column("_dlt_id", "number") == "_dlt_id__number"
+    again = ColumnMap(state, ("entity", "project", "run_id", "_step"), budget=100)
+    assert again.column("val_acc", "number") == "val_acc__number"  # from state, not re-derived
+
+
+def test_column_budget_sends_the_rest_to_the_long_table():
+    columns = ColumnMap({}, ("entity", "project", "run_id", "_step"), budget=6)
+    rows = [{"_step": 0, "_timestamp": 1.0, "a": 1.0, "b": 2.0, "c": "x"}]
+    wide, long = metric_tables(rows, ("e", "p", "r"), columns, "_step")
+    assert [c for c in wide.column_names if c in "abc"] == ["a", "b"]
+    assert long.to_pylist()[0]["key"] == "c" and long.to_pylist()[0]["value_text"] == "x"
+
+
+def test_config_unwrapping_and_key_value_rows_keep_types():
+    config = unwrap_config({"lr": {"value": 0.001, "desc": None}, "_wandb": {"value": {"m": []}},
+                            "plain": 3, "nested": {"value": {"a": [1, 2]}}})
+    assert config == {"lr": 0.001, "_wandb": {"m": []}, "plain": 3, "nested": {"a": [1, 2]}}
+    table = key_value_table([("e", "p", "r")], [config], skip=("_wandb",)).to_pylist()
+    by_key = {r["key"]: r for r in table}
+    assert set(by_key) == {"lr", "plain", "nested"}
+    assert by_key["lr"]["value_number"] == 0.001 and by_key["nested"]["value_json"] == '{"a":[1,2]}'
