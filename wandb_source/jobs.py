@@ -16,7 +16,7 @@ from . import settings
 from .client import WandbClient
 from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
-from .transform import ColumnMap, metric_tables
+from .transform import ColumnMap, arrow_metric_tables, metric_tables
 
 
 
@@ -58,8 +58,11 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
     job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
         return  # nothing logged yet: no request
-    for rows in read_history(client, job.run_key, job.cursor, page_size):
-        yield from _tables(metric_tables(rows, job.run_key, columns, "_step"), "history")
+    for batch in read_history(client, job.run_key, job.cursor, page_size):
+        if isinstance(batch, pa.Table):
+            yield from _tables(arrow_metric_tables(batch, job.run_key, columns), "history")
+        else:
+            yield from _tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
     if job.cursor.rewound:
         yield from _tombstones(pipeline, job, "history", "_step")
 

@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .client import WandbClient
-from .transform import parquet_rows, parse_history_lines
+from .transform import parse_history_lines
 
 _DONE = object()
 
@@ -52,8 +54,9 @@ class HistoryCursor:
 
 
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
-                 page_size: int) -> Iterator[list[dict]]:
-    """Batches of history rows newer than `cursor`; the whole history again after a rewind."""
+                 page_size: int) -> Iterator[list[dict] | pa.Table]:
+    """Batches newer than `cursor` (Arrow tables from parquet exports, row lists from live pages);
+    the whole history again after a rewind."""
     try:
         yield from _read(client, run_key, cursor, page_size)
     except Rewound:
@@ -74,10 +77,13 @@ def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCur
     first_new = cursor.last_step + 1
     if urls and (verify is None or min_live is None or verify < min_live):
         for url in urls:
-            rows = parquet_rows(pq.read_table(io.BytesIO(client.download(url))))
-            rows = [r for r in rows if "_step" in r and (min_live is None or r["_step"] < min_live)]
-            checked = checked or _check(rows, verify, cursor)
-            yield from _emit(rows, first_new, cursor)
+            table = pq.read_table(io.BytesIO(client.download(url)))
+            if "_step" not in table.column_names:
+                continue
+            if min_live is not None:
+                table = table.filter(pc.less(table["_step"], min_live))
+            checked = checked or _check_arrow(table, verify, cursor)
+            yield from _emit_arrow(table, first_new, cursor)
         if not checked and (min_live is None or verify < min_live):
             raise Rewound()
     if urls and min_live is None:
@@ -115,6 +121,34 @@ def _check(rows: list[dict], step: int | None, cursor: HistoryCursor) -> bool:
                 raise Rewound()
             return True
     return False
+
+
+def _check_arrow(table: pa.Table, step: int | None, cursor: HistoryCursor) -> bool:
+    """`_check` for a parquet export."""
+    if step is None:
+        return False
+    match = table.filter(pc.equal(table["_step"], step))
+    if match.num_rows == 0:
+        return False
+    stamp = match["_timestamp"][0].as_py() if "_timestamp" in match.column_names else None
+    if cursor.last_timestamp is not None and stamp != cursor.last_timestamp:
+        raise Rewound()
+    return True
+
+
+def _emit_arrow(table: pa.Table, first_new: int, cursor: HistoryCursor) -> Iterator[pa.Table]:
+    new = table.filter(pc.greater_equal(table["_step"], first_new))
+    if new.num_rows == 0:
+        return
+    steps = new["_step"]
+    if cursor.rewound:
+        cursor.steps_seen.update(steps.to_pylist())
+    last = pc.max(steps).as_py()
+    if last > cursor.last_step:
+        at = new.filter(pc.equal(steps, last))
+        cursor.last_step = last
+        cursor.last_timestamp = at["_timestamp"][0].as_py() if "_timestamp" in at.column_names else None
+    yield new
 
 
 def _emit(rows: list[dict], first_new: int, cursor: HistoryCursor) -> Iterator[list[dict]]:

@@ -217,13 +217,63 @@ def _float_or_none(value: Any) -> float | None:
     return None
 
 
+def arrow_metric_tables(table: pa.Table, run_key: tuple[str, str, str],
+                        columns: ColumnMap) -> tuple[pa.Table | None, pa.Table | None]:
+    """A W&B parquet export (already filtered to the steps wanted) → (wide, long) without a Python
+    loop over rows: numeric columns are cast, nested ones (histograms, media) become JSON text."""
+    if table.num_rows == 0:
+        return None, None
+    n = table.num_rows
+    out: dict[str, pa.Array] = {name: pa.array([part] * n, typ) for (name, typ), part in zip(KEY_FIELDS, run_key)}
+    out["_step"] = table.column("_step").cast(pa.int64())
+    out["_timestamp"] = _epoch_to_timestamp(table, "_timestamp")
+    out["_runtime"] = table.column("_runtime").cast(pa.float64()) if "_runtime" in table.column_names \
+        else pa.nulls(n, pa.float64())
+    spill: list[dict] = []
+    for key in table.column_names:
+        if key in RESERVED_HISTORY_KEYS or table.column(key).null_count == n:
+            continue
+        kind, values = _arrow_kind(table.column(key))
+        column = columns.column(key, kind)
+        if column:
+            out[column] = values
+        else:
+            spill += [{"_step": s, key: v} for s, v in zip(out["_step"].to_pylist(), table.column(key).to_pylist())
+                      if v is not None]
+    wide = pa.table(out)
+    if not spill:
+        return wide, None
+    _, long = metric_tables(spill, run_key, columns, "_step")
+    return wide, long
+
+
+def _arrow_kind(column: pa.ChunkedArray) -> tuple[str, Any]:
+    typ = column.type
+    if pa.types.is_boolean(typ):
+        return "bool", column
+    if pa.types.is_integer(typ):
+        import pyarrow.compute as pc
+
+        bounds = pc.min_max(column.cast(pa.int64()))
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if max(abs(lo or 0), abs(hi or 0)) > EXACT_FLOAT_INT:
+            return "int", column.cast(pa.int64())
+        return "number", column.cast(pa.float64())
+    if pa.types.is_floating(typ):
+        return "number", column.cast(pa.float64())
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "text", column
+    return "json", pa.array([None if v is None else dumps_json(v) for v in column.to_pylist()], pa.string())
+
+
+def _epoch_to_timestamp(table: pa.Table, name: str) -> pa.Array:
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows, TIMESTAMP)
+    return pa.array([parse_time(v) for v in table.column(name).to_pylist()], TIMESTAMP)
+
+
 def parse_history_lines(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines]
-
-
-def parquet_rows(table: pa.Table) -> list[dict]:
-    """A W&B parquet export → history rows (a null is a key the step did not log)."""
-    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
 
 
 # -- runs, config, summary, projects, sweeps ---------------------------------------------------

@@ -14,7 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import Run
+from .store import CACHE, Run
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -23,7 +23,12 @@ def parquet_bytes(run: Run, index: int) -> bytes:
     bounds = [0] + list(run.export_bounds)
     if not 0 <= index < len(run.export_bounds):
         raise IndexError(index)
-    rows = list(run.history.rows(bounds[index], bounds[index + 1]))
+    key = ("parquet", run.history.uid, run.export_generation, bounds[index], bounds[index + 1])
+    return CACHE.get(key, lambda: _encode(run, bounds[index], bounds[index + 1]), len)
+
+
+def _encode(run: Run, start: int, stop: int) -> bytes:
+    rows = list(run.history.rows(start, stop))
     keys: dict[str, None] = {"_step": None}
     for row in rows:
         keys.update(dict.fromkeys(row))

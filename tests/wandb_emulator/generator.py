@@ -150,7 +150,7 @@ def _row_maker(spec: DatasetSpec, project: str, index: int, created: dt.datetime
         row["train/acc"] = 1.0 - 0.9 * decay - rng.random() * 0.02
         row["lr"] = 0.001 * (0.5 ** (step // 100))
         for j, name in enumerate(names):
-            row[name] = math.sin(step / (10.0 + j)) + rng.gauss(0, 0.01)
+            row[name] = math.sin(step / (10.0 + j)) + (rng.random() - 0.5) * 0.02
         if step % spec.eval_every == 0:
             row["eval/loss"] = 2.6 * decay + 0.15 + rng.random() * 0.05
             row["eval/acc"] = 1.0 - 0.95 * decay

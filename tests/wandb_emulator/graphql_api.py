@@ -208,7 +208,7 @@ def resolve_history(run: Run, info: Any, minStep: int | None = None, maxStep: in
         stop = history.index_of(maxStep) if maxStep is not None else len(history)
         if samples is not None:
             stop = min(stop, start + samples)
-        return [dumps_wandb(r) for r in history.rows(start, stop)]
+        return history.lines(start, stop) if stop > start else []
 
 
 def resolve_sampled_history(run: Run, info: Any, specs: list[str]) -> list[list[dict]]:
