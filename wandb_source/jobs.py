@@ -85,9 +85,9 @@ class _EventCursor:
 
 
 def _keys_not_null(table: pa.Table, keys: tuple) -> pa.Table:
-    """Key columns are declared NOT NULL in the schema; say so in the Arrow schema too."""
+    """Key columns are declared NOT NULL in the schema; say so in the Arrow schema too (no copy)."""
     fields = [f.with_nullable(False) if f.name in keys else f for f in table.schema]
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+    return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def _tables(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:

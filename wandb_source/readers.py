@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .client import WandbClient
-from .transform import parse_history_lines
+from .transform import lines_to_arrow, parse_history_lines
 
 _DONE = object()
 
@@ -101,16 +101,30 @@ def _read_live(client: WandbClient, run_key: tuple[str, str, str], cursor: Histo
         lines = client.history_page(*run_key, start, page_size)
         if lines is None:
             raise RunGone("/".join(run_key))
-        rows = sorted((r for r in parse_history_lines(lines) if "_step" in r and r["_step"] >= start),
-                      key=lambda r: r["_step"])
+        page = _live_page(lines, start)
+        steps = page["_step"].to_pylist() if isinstance(page, pa.Table) else [r["_step"] for r in page]
         if verify is not None:
-            if not rows or rows[0]["_step"] != verify or not _check(rows[:1], verify, cursor):
+            if not steps or steps[0] != verify or not _check_page(page, verify, cursor):
                 raise Rewound()  # the last loaded step is gone
             verify = None
-        yield from _emit(rows, first_new, cursor)
-        if not rows or (live and rows[-1]["_step"] >= live[-1] and len(rows) < page_size):
+        yield from (_emit_arrow(page, first_new, cursor) if isinstance(page, pa.Table)
+                    else _emit(page, first_new, cursor))
+        if not steps or (live and steps[-1] >= live[-1] and len(steps) < page_size):
             return
-        start = rows[-1]["_step"] + 1
+        start = steps[-1] + 1
+
+
+def _live_page(lines: list[str], start: int) -> pa.Table | list[dict]:
+    """A live page sorted by step from `start` on: an Arrow table, or rows when Arrow cannot type it."""
+    table = lines_to_arrow(lines)
+    if table is not None:
+        return table.filter(pc.greater_equal(table["_step"], start)).sort_by("_step")
+    return sorted((r for r in parse_history_lines(lines) if "_step" in r and r["_step"] >= start),
+                  key=lambda r: r["_step"])
+
+
+def _check_page(page: pa.Table | list[dict], step: int, cursor: HistoryCursor) -> bool:
+    return _check_arrow(page, step, cursor) if isinstance(page, pa.Table) else _check(page[:1], step, cursor)
 
 
 def _check(rows: list[dict], step: int | None, cursor: HistoryCursor) -> bool:

@@ -263,13 +263,43 @@ def _arrow_kind(column: pa.ChunkedArray) -> tuple[str, Any]:
         return "number", column.cast(pa.float64())
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return "text", column
-    return "json", pa.array([None if v is None else dumps_json(v) for v in column.to_pylist()], pa.string())
+    return "json", pa.array([None if v is None else dumps_json(_drop_nulls(v)) for v in column.to_pylist()],
+                            pa.string())
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Struct columns give every row every field; a field that is null was not logged."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _epoch_to_timestamp(table: pa.Table, name: str) -> pa.Array:
     if name not in table.column_names:
         return pa.nulls(table.num_rows, TIMESTAMP)
     return pa.array([parse_time(v) for v in table.column(name).to_pylist()], TIMESTAMP)
+
+
+def lines_to_arrow(lines: list[str]) -> pa.Table | None:
+    """History lines parsed by Arrow's C++ JSON reader (NaN/±Infinity tokens included); None when
+    the page cannot be one typed table (a key changing type within the page, ints beyond int64):
+    the caller then parses it row by row."""
+    import io
+
+    import pyarrow.json as pj
+
+    if not lines:
+        return None
+    data = "\n".join(lines).encode()
+    try:
+        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if "_step" not in table.column_names or not pa.types.is_integer(table.schema.field("_step").type):
+        return None
+    return table
 
 
 def parse_history_lines(lines: list[str]) -> list[dict]:
