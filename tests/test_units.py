@@ -96,3 +96,12 @@ def test_config_unwrapping_and_key_value_rows_keep_types():
     by_key = {r["key"]: r for r in table}
     assert set(by_key) == {"lr", "plain", "nested"}
     assert by_key["lr"]["value_number"] == 0.001 and by_key["nested"]["value_json"] == '{"a":[1,2]}'
+
+
+def test_timestamps_of_every_shape_in_one_page():
+    rows = [{"_step": 0, "_timestamp": 1767607200.5}, {"_step": 1, "_timestamp": "2026-01-05T10:00:01"},
+            {"_step": 2, "_timestamp": "2026-01-05T12:00:02+02:00"}, {"_step": 3, "_timestamp": "garbage"},
+            {"_step": 4}]
+    wide, _ = metric_tables(rows, ("e", "p", "r"), ColumnMap({}, (), 10), "_step")
+    got = [t.timestamp() if t else None for t in wide.column("_timestamp").to_pylist()]
+    assert got == [1767607200.5, 1767607201.0, 1767607202.0, None, None]

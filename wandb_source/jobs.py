@@ -6,6 +6,7 @@ consumer only after every table of the run has been yielded, so a failed run is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -24,8 +25,12 @@ def table_item(table: str, item: Any) -> Any:
     """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS)."""
     if isinstance(item, pa.Table):
         item = _keys_not_null(item, settings.TABLE_HINTS[table]["primary_key"])
-    hints = dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
-    return dlt.mark.with_hints(item, hints, create_table_variant=True)
+    return dlt.mark.with_hints(item, _hints(table), create_table_variant=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(table: str) -> Any:
+    return dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
 
 
 @dataclass

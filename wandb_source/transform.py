@@ -177,13 +177,26 @@ def metric_tables(rows: list[dict], run_key: tuple[str, str, str], columns: Colu
     return wide, _long_table(long_rows, run_key, index_key) if long_rows else None
 
 
-def _index_arrays(rows: list[dict], index_key: str) -> list[tuple[str, pa.Array]]:
-    timestamps = pa.array([parse_time(r.get("_timestamp")) for r in rows], TIMESTAMP)
+def _index_arrays(rows: list[dict], index_key: str) -> list[tuple[str, Any]]:
+    stamps = [r.get("_timestamp") for r in rows]
+    numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in stamps)
+    if numeric:  # the same conversion as the Arrow paths
+        timestamps = _epoch_to_timestamp(pa.table({"t": pa.array(stamps, pa.float64())}), "t")
+    else:
+        timestamps = pa.array([_lenient_time(v) for v in stamps], TIMESTAMP)
     runtimes = pa.array([_float_or_none(r.get("_runtime")) for r in rows], pa.float64())
     if index_key == "_step":
         return [("_step", pa.array([r["_step"] for r in rows], pa.int64())),
                 ("_timestamp", timestamps), ("_runtime", runtimes)]
     return [("_timestamp", timestamps), ("_runtime", runtimes)]
+
+
+def _lenient_time(value: Any) -> dt.datetime | None:
+    """A `_timestamp` W&B did not write as epoch seconds: ISO text, else null (the step still loads)."""
+    try:
+        return parse_time(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _wide_table(rows: list[dict], run_key: tuple, values: dict, kinds: dict, index_key: str) -> pa.Table:
@@ -276,10 +289,19 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-def _epoch_to_timestamp(table: pa.Table, name: str) -> pa.Array:
+def _epoch_to_timestamp(table: pa.Table, name: str) -> Any:
+    """Epoch seconds → UTC timestamps (µs, rounded half to even like `datetime.fromtimestamp`)."""
+    import pyarrow.compute as pc
+
     if name not in table.column_names:
         return pa.nulls(table.num_rows, TIMESTAMP)
-    return pa.array([parse_time(v) for v in table.column(name).to_pylist()], TIMESTAMP)
+    column = table.column(name)
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        return pa.array([_lenient_time(v) for v in column.to_pylist()], TIMESTAMP)  # ISO strings
+    seconds = column.cast(pa.float64())
+    micros = pc.round(pc.multiply(seconds, 1e6), round_mode="half_to_even")
+    micros = pc.if_else(pc.is_finite(micros), micros, pa.scalar(None, pa.float64()))
+    return micros.cast(pa.int64()).cast(TIMESTAMP)
 
 
 def lines_to_arrow(lines: list[str]) -> pa.Table | None:
