@@ -57,6 +57,7 @@ class RequestRecord:
     status: int
     at: float  # arrival (epoch seconds)
     done: float  # answer sent
+    request: tuple | None = None  # (method, path, body) for replaying the exact traffic
 
 
 class RateLimiter:
@@ -114,10 +115,11 @@ class Faults:
                     return rule
         return None
 
-    def record(self, operation: str, variables: dict, status: int, arrived: float | None = None) -> None:
+    def record(self, operation: str, variables: dict, status: int, arrived: float | None = None,
+               request: tuple | None = None) -> None:
         now = time.time()
         with self._lock:
-            self.log.append(RequestRecord(operation, variables, status, arrived or now, now))
+            self.log.append(RequestRecord(operation, variables, status, arrived or now, now, request))
 
     def counts(self) -> Counter:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -236,6 +237,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._download("parquet", path[len("/_emulator/parquet/"):])
         elif path == "/_emulator/requests":
             self._json(200, dict(self.emulator.faults.counts()))
+        elif path == "/_emulator/requests/status":
+            self._json(200, {str(k): v for k, v in Counter(r.status for r in self.emulator.faults.requests()).items()})
+        elif path == "/_emulator/requests/full":
+            self._json(200, [{"operation": r.operation, "variables": r.variables, "status": r.status,
+                              "method": r.request[0], "path": r.request[1],
+                              "body": r.request[2].decode() if r.request[2] else None}
+                             for r in self.emulator.faults.requests() if r.request])
         elif path in ("/", "/healthz"):
             self._json(200, {"ok": True})
         else:
@@ -243,8 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _graphql(self) -> None:
         emu = self.emulator
+        self._raw_body = self._body()
         try:
-            request = json.loads(self._body(), parse_constant=_reject_constant)
+            request = json.loads(self._raw_body, parse_constant=_reject_constant)
             query, variables = request["query"], request.get("variables") or {}
             op_name = request.get("operationName") or None  # "" means no name
         except (ValueError, KeyError, TypeError) as e:
@@ -270,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         payload: dict = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]
-        emu.faults.record(operation, variables, 200, self.arrived)
+        emu.faults.record(operation, variables, 200, self.arrived, ("POST", self.path, self._raw_body))
         self._json(200, payload, headers, truncate=rule is not None and rule.kind == "truncate")
 
     def _download(self, kind: str, rest: str) -> None:
@@ -291,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             emu.faults.record(kind, {"path": rest}, 404, self.arrived)
             self._send(404, b"not found", "text/plain", headers)
             return
-        emu.faults.record(kind, {"path": rest}, 200, self.arrived)
+        emu.faults.record(kind, {"path": rest}, 200, self.arrived, ("GET", self.path, None))
         self._send(200, body, "application/octet-stream", headers,
                    truncate=rule is not None and rule.kind == "truncate")
 

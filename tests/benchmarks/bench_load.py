@@ -1,0 +1,265 @@
+"""Load benchmark: this source vs the way people export today vs the network floor, side by side.
+
+    .venv/bin/python tests/benchmarks/bench_load.py --size M              # 50 ms latency, parquet+live
+    .venv/bin/python tests/benchmarks/bench_load.py --size M --live       # all history live (no exports)
+    .venv/bin/python tests/benchmarks/bench_load.py --size S --rate-limit 10
+
+Starts the W&B emulator in its own process (dataset, latency, rate limit), warms its caches, then runs
+each scenario in a fresh process and prints one table and a summary line:
+
+  ours-<dest>   wandb_source full load into duckdb / postgres / filesystem (delta)
+  noop          the DuckDB pipeline again, nothing changed
+  changed10     the DuckDB pipeline again after 10% of the runs gained 100 steps
+  baseline      wandb.Api().runs() + run.scan_history() per run, serially, dict rows into dlt/DuckDB
+  floor         the exact requests of ours-duckdb replayed with the same concurrency, bodies discarded
+
+Not a test: numbers depend on the machine; compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+API_KEY = "local-" + "e" * 40
+PG_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"
+
+
+# -- workers (each runs in its own process) ----------------------------------------------------
+
+def _pipeline(destination: str, workdir: Path):
+    import dlt
+
+    dest = {"duckdb": lambda: dlt.destinations.duckdb(str(workdir / "bench.duckdb")),
+            "postgres": lambda: dlt.destinations.postgres(PG_DSN),
+            "filesystem": lambda: dlt.destinations.filesystem(bucket_url=(workdir / "files").as_uri())}[destination]()
+    return dlt.pipeline(f"bench_{destination}", destination=dest, dataset_name=f"bench_{destination}",
+                        pipelines_dir=str(workdir / "pipelines"))
+
+
+def work_ours(args: argparse.Namespace) -> dict:
+    from wandb_source import wandb_source
+
+    pipeline = _pipeline(args.destination, Path(args.workdir))
+    source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers)
+    table_format = "delta" if args.destination == "filesystem" else None
+    info = pipeline.run(source, table_format=table_format)
+    info.raise_on_failed_jobs()
+    counts = pipeline.last_trace.last_normalize_info.row_counts
+    return {"rows": counts.get("history", 0), "runs": counts.get("runs", 0)}
+
+
+def work_baseline(args: argparse.Namespace) -> dict:
+    import dlt
+    import wandb
+
+    os.environ.update({"WANDB_BASE_URL": args.url, "WANDB_API_KEY": API_KEY, "WANDB_ERROR_REPORTING": "false",
+                       "WANDB_CACHE_DIR": str(Path(args.workdir) / "wandb-cache")})
+    api = wandb.Api(timeout=120)
+    counted = {"rows": 0, "runs": 0}
+
+    def history():
+        for run in api.runs("emulator/demo", per_page=50):
+            counted["runs"] += 1
+            for row in run.scan_history(page_size=1000, use_cache=False):
+                counted["rows"] += 1
+                yield {"run_id": run.id, **row}
+
+    pipeline = _pipeline("duckdb", Path(args.workdir))
+    pipeline.run(dlt.resource(history, name="history"))
+    return counted
+
+
+def work_floor(args: argparse.Namespace) -> dict:
+    """Replay: requests without a run first, in order; then each run's requests in order, runs in parallel."""
+    log = json.loads(Path(args.requests).read_text())
+    prelude, chains = [], {}
+    for r in log:
+        run = r["variables"].get("run") or (r["path"].split("/")[-2] if r["operation"] == "parquet" else None)
+        (chains.setdefault(run, []) if run else prelude).append(r)
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=args.workers + 4))
+    auth = {"Authorization": "Basic " + __import__("base64").b64encode(f"api:{API_KEY}".encode()).decode(),
+            "Content-Type": "application/json"}
+
+    def send(r: dict) -> None:
+        response = session.request(r["method"], args.url + r["path"], data=r["body"], headers=auth, timeout=120)
+        _ = response.content
+
+    for r in prelude:
+        send(r)
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(lambda chain: [send(r) for r in chain], chains.values()))
+    return {"rows": 0, "runs": len(chains)}
+
+
+WORKERS = {"ours": work_ours, "baseline": work_baseline, "floor": work_floor}
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    result = WORKERS[args.worker](args)
+    result["wall"] = time.monotonic() - started
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- the parent: emulator, scenarios, table ------------------------------------------------------
+
+def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "tests.wandb_emulator", "--port", "0", "--size", args.size,
+           "--latency", str(args.latency), "--parquet-fraction", "0" if args.live else str(args.parquet_fraction)]
+    if args.rate_limit:
+        cmd += ["--rate-limit", str(args.rate_limit)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    url = json.loads(proc.stdout.readline())["url"]
+    return proc, url
+
+
+def control(url: str, action: str, body: dict | None = None) -> None:
+    requests.post(f"{url}/_emulator/control/{action}", json=body or {}, timeout=3600).raise_for_status()
+
+
+def run_scenario(url: str, worker: str, workdir: Path, **extra: str) -> dict:
+    requests.post(f"{url}/_emulator/control/clear_requests", json={}, timeout=60)
+    cmd = [sys.executable, __file__, "--worker", worker, "--url", url, "--workdir", str(workdir)]
+    for key, value in extra.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false", "RUNTIME__LOG_LEVEL": "ERROR"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{worker} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    statuses = requests.get(f"{url}/_emulator/requests/status", timeout=60).json()
+    result["requests"] = sum(statuses.values())
+    result["throttled"] = statuses.get("429", 0)
+    return result
+
+
+def grow_ten_percent(url: str) -> int:
+    """Append 100 steps to every 10th run (as a still-training run would)."""
+    query = """query Runs($cursor: String) { project(name: "demo", entityName: "emulator") {
+      runs(first: 1000, after: $cursor) { edges { node { name historyKeys } } pageInfo { endCursor hasNextPage } } } }"""
+    auth = {"Authorization": "Basic " + __import__("base64").b64encode(f"api:{API_KEY}".encode()).decode()}
+    nodes = requests.post(f"{url}/graphql", json={"query": query}, headers=auth, timeout=600).json()
+    runs = [e["node"] for e in nodes["data"]["project"]["runs"]["edges"]]
+    for node in runs[::10]:
+        last = node["historyKeys"]["lastStep"]
+        rows = [{"_step": last + i, "_runtime": float(last + i), "_timestamp": 1.8e9 + i, "train/loss": 0.5 / i}
+                for i in range(1, 101)]
+        control(url, "append_steps", {"entity": "emulator", "project": "demo", "run": node["name"], "rows": rows})
+    return len(runs[::10])
+
+
+def bench(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    proc, url = start_emulator(args)
+    results: list[tuple[str, dict]] = []
+    root = Path(tempfile.mkdtemp(prefix="wandb-bench-"))
+    try:
+        started = time.monotonic()
+        control(url, "warm")
+        print(f"emulator {url}: size {args.size}, latency {args.latency}s, warmed in {time.monotonic() - started:.0f}s",
+              file=sys.stderr)
+        for destination in args.destinations:
+            results.append((f"ours-{destination}", run_scenario(url, "ours", root / destination,
+                                                                 destination=destination, workers=args.workers)))
+            if destination == "duckdb":
+                log = requests.get(f"{url}/_emulator/requests/full", timeout=600).json()
+                (root / "requests.json").write_text(json.dumps(log))
+                results.append(("noop", run_scenario(url, "ours", root / destination, destination=destination,
+                                                     workers=args.workers)))
+                grow_ten_percent(url)
+                control(url, "warm")
+                results.append(("changed10", run_scenario(url, "ours", root / destination,
+                                                          destination=destination, workers=args.workers)))
+        if "floor" not in args.skip and (root / "requests.json").exists():
+            results.append(("floor", run_scenario(url, "floor", root / "floor", requests=root / "requests.json",
+                                                  workers=args.workers)))
+        if "baseline" not in args.skip:
+            results.append(("baseline", run_scenario(url, "baseline", root / "baseline")))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+        _drop_postgres(args.destinations)
+    return results
+
+
+def _drop_postgres(destinations: list[str]) -> None:
+    if "postgres" in destinations:
+        import psycopg2
+
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute("drop schema if exists bench_postgres cascade; drop schema if exists bench_postgres_staging cascade")
+
+
+def report(args: argparse.Namespace, results: list[tuple[str, dict]]) -> None:
+    print(f"\n## size {args.size}, latency {args.latency * 1000:.0f} ms, "
+          f"{'all live' if args.live else f'{args.parquet_fraction:.0%} of finished runs exported to parquet'}"
+          f"{f', rate limit {args.rate_limit}/s' if args.rate_limit else ''}, {args.workers} workers\n")
+    print("| scenario | wall s | history rows | rows/s | runs | requests (429) | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results:
+        rate = r["rows"] / r["wall"] if r["rows"] else 0
+        print(f"| {name} | {r['wall']:.1f} | {r['rows']:,} | {rate:,.0f} | {r['runs']:,} | "
+              f"{r['requests']:,} ({r['throttled']}) | {r['rss_mb']:.0f} |")
+    by = dict(results)
+    ratios = []
+    full = by.get("ours-duckdb")
+    if full:
+        for name, label in (("baseline", "baseline/ours"), ("floor", "ours/floor"), ("ours-postgres", "postgres/duckdb"),
+                            ("ours-filesystem", "filesystem/duckdb"), ("noop", "noop/full"),
+                            ("changed10", "changed10/full")):
+            if name in by:
+                value = by[name]["wall"] / full["wall"] if name != "floor" else full["wall"] / by[name]["wall"]
+                ratios.append(f"{label} {value:.2f}")
+        if args.rate_limit:
+            ideal = (full["requests"] - full["throttled"]) / args.rate_limit
+            ratios.append(f"time/(requests/rate) {full['wall'] / ideal:.2f}")
+    print("\nsummary: " + ", ".join(ratios))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="M", choices=["S", "M", "L", "wide", "many-runs", "demo"])
+    p.add_argument("--latency", type=float, default=0.05, help="seconds per request (default 0.05)")
+    p.add_argument("--rate-limit", type=float, help="requests/s the emulator allows before 429")
+    p.add_argument("--live", action="store_true", help="no parquet exports: all history through live pages")
+    p.add_argument("--parquet-fraction", type=float, default=0.9, help="share of finished runs exported (default 0.9)")
+    p.add_argument("--destinations", type=lambda s: s.split(","), default=["duckdb", "postgres", "filesystem"])
+    p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="baseline,floor")
+    p.add_argument("--workers", type=int, default=8, help="runs fetched at once (default 8)")
+    # worker mode (internal)
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--destination", default="duckdb", help=argparse.SUPPRESS)
+    p.add_argument("--requests", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args)
+        return 0
+    report(args, bench(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
