@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # .dlt/ and the DuckDB file live in the project folder
 
+# DuckDB keeps up to 80% of RAM by default; a small cap keeps a large load's peak memory flat (the
+# credentials are a secret section, so the default is set here; .dlt/secrets.toml or env override it)
+os.environ.setdefault("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "128MB"}')
+
 import dlt  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 

@@ -28,7 +28,7 @@ from .credentials import default_base_url, resolve_api_key
 from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
-from .jobs import RunJob, event_batches, history_batches, table_item
+from .jobs import RunJob, TableBatches, event_batches, history_batches, table_item
 from .settings import MERGE, TABLE_HINTS
 from .readers import DONE, RunGone, in_parallel
 from .transform import (ColumnMap, key_value_table, loads_wandb, project_row, run_row, sweep_row, sweeps_table,
@@ -261,11 +261,13 @@ def _jobs(page: dict, cursors: dict) -> list[RunJob]:
 
 
 def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict) -> Iterator[Any]:
-    """Fetch runs concurrently; a run's cursor advances only once all its rows were yielded."""
+    """Fetch runs concurrently; tables are batched (fewer, larger items for dlt). A run's cursor
+    advances in state, which dlt commits only with the extracted package."""
     failed = state.setdefault("failed", {})
+    batches = TableBatches()
     for job, item, error in in_parallel(jobs, work, max_workers):
         if item is not DONE:
-            yield item
+            yield from batches.add(*item)
         elif error is None:
             cursors[job.key] = job.state()
             failed.pop(job.key, None)
@@ -277,6 +279,7 @@ def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dic
             logger.error("could not load run %s (%s: %s); it will be retried on the next load",
                          job.key, type(error).__name__, error)
             failed[job.key] = f"{type(error).__name__}: {error}"
+    yield from batches.flush()
 
 
 def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:

@@ -65,9 +65,9 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
         return  # nothing logged yet: no request
     for batch in read_history(client, job.run_key, job.cursor, page_size):
         if isinstance(batch, pa.Table):
-            yield from _tables(arrow_metric_tables(batch, job.run_key, columns), "history")
+            yield from _named(arrow_metric_tables(batch, job.run_key, columns), "history")
         else:
-            yield from _tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
+            yield from _named(metric_tables(batch, job.run_key, columns, "_step"), "history")
     if job.cursor.rewound:
         yield from _tombstones(pipeline, job, "history", "_step")
 
@@ -78,7 +78,7 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Itera
     rows = read_events(client, job.run_key, last)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
     if rows:
-        yield from _tables(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
+        yield from _named(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
 
 
 @dataclass
@@ -95,12 +95,35 @@ def _keys_not_null(table: pa.Table, keys: tuple) -> pa.Table:
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
-def _tables(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list:
+def _named(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list[tuple[str, pa.Table]]:
     wide, long = tables
-    out: list = [table_item(table, wide)] if wide is not None else []
-    if long is not None:
-        out.append(table_item(f"{table}_long", long))
-    return out
+    return [(name, t) for name, t in ((table, wide), (f"{table}_long", long)) if t is not None]
+
+
+class TableBatches:
+    """Arrow tables per destination table, concatenated up to `max_rows` before they go to dlt:
+    dlt's cost per item is fixed, so fewer, larger items load faster."""
+
+    def __init__(self, max_rows: int = 50_000) -> None:
+        self.max_rows = max_rows
+        self._tables: dict[str, list[pa.Table]] = {}
+        self._rows: dict[str, int] = {}
+
+    def add(self, table: str, arrow: pa.Table) -> Iterator[Any]:
+        self._tables.setdefault(table, []).append(arrow)
+        self._rows[table] = self._rows.get(table, 0) + arrow.num_rows
+        if self._rows[table] >= self.max_rows:
+            yield self._take(table)
+
+    def flush(self) -> Iterator[Any]:
+        for table in list(self._tables):
+            yield self._take(table)
+
+    def _take(self, table: str) -> Any:
+        tables = self._tables.pop(table)
+        self._rows.pop(table)
+        merged = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        return table_item(table, merged)
 
 
 def _tombstones(pipeline: Any, job: RunJob, table: str, index: str) -> list:
@@ -110,7 +133,7 @@ def _tombstones(pipeline: Any, job: RunJob, table: str, index: str) -> list:
     if not gone:
         return []
     n = len(gone)
-    return [table_item(table, pa.table({
+    return [(table, pa.table({
         "entity": pa.array([job.entity] * n, pa.string()), "project": pa.array([job.project] * n, pa.string()),
         "run_id": pa.array([job.run_id] * n, pa.string()), index: pa.array(gone, pa.int64()),
         "_deleted": pa.array([True] * n, pa.bool_()),

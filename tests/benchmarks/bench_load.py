@@ -53,6 +53,8 @@ def _pipeline(destination: str, workdir: Path):
 def work_ours(args: argparse.Namespace) -> dict:
     from wandb_source import wandb_source
 
+    # the same DuckDB memory cap as pipelines/wandb_pipeline.py
+    os.environ.setdefault("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "128MB"}')
     pipeline = _pipeline(args.destination, Path(args.workdir))
     source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers)
     table_format = "delta" if args.destination == "filesystem" else None
