@@ -209,7 +209,7 @@ def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
 
 
 def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int) -> DltResource:
-    @dlt.transformer(name="history", write_disposition=MERGE)
+    @dlt.transformer(name="history", write_disposition=MERGE, parallelized=True)
     def history(page: dict) -> Iterator[Any]:
         """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
@@ -230,7 +230,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
 
 
 def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
-    @dlt.transformer(name="system_metrics", write_disposition=MERGE)
+    @dlt.transformer(name="system_metrics", write_disposition=MERGE, parallelized=True)
     def system_metrics(page: dict) -> Iterator[Any]:
         """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
         run_id, _timestamp). Per-run cursor on `_timestamp`, fetched only for runs whose `updated_at`
