@@ -149,3 +149,17 @@ def test_thousands_of_metric_keys_load_into_postgres_without_loss(tmp_path, make
         assert {k for k, _ in mapped} >= keys - {"_step", "_runtime", "_timestamp"}
     finally:
         drop_dataset(pipeline)
+
+
+def test_exact_when_live_pages_also_serve_exported_steps(tmp_path, make_emulator):
+    """W&B may or may not serve exported steps on HistoryPage; every step must arrive once either way."""
+    emu = make_emulator(history_page_serves_exported=True)
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu)
+    assert_history_equals_emulator(pipeline, emu)
+    running = next(r for r in server_runs(emu) if r.state == "running" and len(r.history))
+    emu.store.export_history(ENTITY, PROJECT, running.name, upto_rows=len(running.history) - 2)
+    emu.store.append_steps(ENTITY, PROJECT, running.name,
+                           [{"_step": running.history.last_step + 1, "_timestamp": 1.9e9, "x": 1.0}])
+    load(pipeline, emu)
+    assert_history_equals_emulator(pipeline, emu)
