@@ -163,3 +163,17 @@ def test_exact_when_live_pages_also_serve_exported_steps(tmp_path, make_emulator
                            [{"_step": running.history.last_step + 1, "_timestamp": 1.9e9, "x": 1.0}])
     load(pipeline, emu)
     assert_history_equals_emulator(pipeline, emu)
+
+
+def test_listing_over_many_pages_marks_only_deleted_runs(tmp_path, emulator, monkeypatch):
+    import wandb_source.settings
+
+    monkeypatch.setattr(wandb_source.settings, "RUNS_PAGE_SIZE", 5)  # 12 runs: 3 pages
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emulator)
+    assert emulator.faults.counts()["Runs"] >= 3
+    victim = server_runs(emulator)[3]
+    emulator.store.delete_run(ENTITY, PROJECT, victim.name)
+    load(pipeline, emulator)
+    deleted = {r["run_id"] for r in rows(pipeline, "runs") if r["deleted_at"] is not None}
+    assert deleted == {victim.name}

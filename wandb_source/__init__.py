@@ -126,20 +126,19 @@ def _projects(client: WandbClient, entity: str, targets: list[tuple[str, str]]) 
 def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: Optional[dict]) -> DltResource:
     @dlt.resource(name="runs_listing", selected=False)
     def runs_listing() -> Iterator[dict]:
-        """Pages of light run records of every project: the parent of runs, history and system_metrics."""
-        for entity, project in targets:
-            pages = client.run_pages(entity, project, filters)
-            page = next(pages, [])
-            for following in pages:
-                yield {"entity": entity, "project": project, "runs": page, "last": False}
-                page = following
-            yield {"entity": entity, "project": project, "runs": page, "last": True}
+        """One item: the light run records (id, updatedAt, state...) of every project, the parent of
+        runs, history and system_metrics. One item, not one per page, because dlt interleaves the
+        generators of a transformer's items: per-project bookkeeping (deleted runs) and one bounded
+        pool of fetches both need the whole listing in one call."""
+        yield {"projects": [{"entity": entity, "project": project,
+                             "runs": [run for page in client.run_pages(entity, project, filters) for run in page]}
+                            for entity, project in targets]}
 
     return runs_listing
 
 
 def _changed(page: dict, seen: dict) -> list[dict]:
-    """Runs of a listing page whose `updatedAt` differs from what this table loaded last time."""
+    """Runs of a project's listing whose `updatedAt` differs from what this table loaded last time."""
     out = []
     for node in page["runs"]:
         key = _run_key_str(page, node["name"])
@@ -156,26 +155,22 @@ def _run_key_str(page: dict, run_id: str) -> str:
 
 def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResource:
     @dlt.transformer(name="runs", write_disposition=MERGE)
-    def runs(page: dict) -> Iterator[Any]:
+    def runs(listing: dict) -> Iterator[Any]:
         """One row per run, keyed (entity, project, run_id), with config and summary also as
         `run_config` / `run_summary` (one row per key). Incremental on each run's `updated_at`: a
         second load fetches in full only runs whose `updated_at` changed; runs gone from W&B get
         `deleted_at` (no rows are purged)."""
         state = dlt.current.resource_state().setdefault("updated_at", {})
-        changed = _changed(page, state)
-        for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
-            names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
-            nodes = client.runs_by_name(page["entity"], page["project"], names)
-            yield from _run_tables(nodes, page, app_url)
-            for node in nodes:
-                state[_run_key_str(page, node["name"])] = node.get("updatedAt")
-        if track_deletions:
-            seen_pages = dlt.current.resource_state().setdefault("_listed", {})
-            listed = seen_pages.setdefault(f"{page['entity']}/{page['project']}", [])
-            listed.extend(n["name"] for n in page["runs"])
-            if page["last"]:
-                yield from _mark_deleted(page, state, set(listed))
-                seen_pages.pop(f"{page['entity']}/{page['project']}")
+        for page in listing["projects"]:
+            changed = _changed(page, state)
+            for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
+                names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
+                nodes = client.runs_by_name(page["entity"], page["project"], names)
+                yield from _run_tables(nodes, page, app_url)
+                for node in nodes:
+                    state[_run_key_str(page, node["name"])] = node.get("updatedAt")
+            if track_deletions:
+                yield from _mark_deleted(page, state, {n["name"] for n in page["runs"]})
 
     return runs
 
@@ -209,8 +204,8 @@ def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
 
 
 def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int) -> DltResource:
-    @dlt.transformer(name="history", write_disposition=MERGE, parallelized=True)
-    def history(page: dict) -> Iterator[Any]:
+    @dlt.transformer(name="history", write_disposition=MERGE)
+    def history(listing: dict) -> Iterator[Any]:
         """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
         pages. Per-run `_step` cursor: a second load fetches only steps after the last one loaded, and
@@ -220,7 +215,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         cursors = state.setdefault("runs", {})
         columns = ColumnMap(state.setdefault("columns", {}), settings.HISTORY_KEY, max_columns,
                             dlt.current.source_schema().naming)
-        jobs = _jobs(page, cursors)
+        jobs = _jobs(listing, cursors)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
         work = lambda job: history_batches(client, job, columns, page_size, pipeline)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
@@ -230,8 +225,8 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
 
 
 def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
-    @dlt.transformer(name="system_metrics", write_disposition=MERGE, parallelized=True)
-    def system_metrics(page: dict) -> Iterator[Any]:
+    @dlt.transformer(name="system_metrics", write_disposition=MERGE)
+    def system_metrics(listing: dict) -> Iterator[Any]:
         """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
         run_id, _timestamp). Per-run cursor on `_timestamp`, fetched only for runs whose `updated_at`
         changed."""
@@ -239,7 +234,7 @@ def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
         cursors = state.setdefault("runs", {})
         columns = ColumnMap(state.setdefault("columns", {}), settings.SYSTEM_METRICS_KEY,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
-        jobs = _jobs(page, cursors)
+        jobs = _jobs(listing, cursors)
         work = lambda job: event_batches(client, job, columns)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors)
         yield from _metric_columns(columns, "system_metrics")
@@ -254,10 +249,10 @@ def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:
         yield table_item("metric_columns", rows)
 
 
-def _jobs(page: dict, cursors: dict) -> list[RunJob]:
+def _jobs(listing: dict, cursors: dict) -> list[RunJob]:
     return [RunJob(page["entity"], page["project"], n["name"], n.get("updatedAt"),
                    cursors.get(_run_key_str(page, n["name"])), n.get("historyLineCount"))
-            for n in _changed(page, cursors)]
+            for page in listing["projects"] for n in _changed(page, cursors)]
 
 
 def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict) -> Iterator[Any]:

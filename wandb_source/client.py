@@ -203,10 +203,11 @@ class WandbClient:
             variables["cursor"] = conn["pageInfo"]["endCursor"]
 
     def run_pages(self, entity: str, project: str, filters: dict | None = None, *, full: bool = False,
-                  per_page: int = settings.RUNS_PAGE_SIZE) -> Iterator[list[dict]]:
+                  per_page: int | None = None) -> Iterator[list[dict]]:
         """Pages of runs in creation order; `full` asks for config, summary and system metrics too."""
         document = RUNS_QUERY % (RUN_FIELDS if full else LISTING_FIELDS)
-        variables: dict = {"entity": entity, "project": project, "perPage": per_page, "order": "+created_at"}
+        variables: dict = {"entity": entity, "project": project, "perPage": per_page or settings.RUNS_PAGE_SIZE,
+                           "order": "+created_at"}
         if filters:
             variables["filters"] = json.dumps(filters)
         while True:

@@ -33,9 +33,10 @@ def active_pipeline() -> Any:
 
 def run_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str = "*") -> list[dict[str, Any]]:
     """Rows of `table` that belong to one run, as dicts (empty when unknown)."""
-    if pipeline is None or table not in pipeline.default_schema.tables:
-        return []
-    if not pipeline.default_schema.get_table_columns(table):
+    try:
+        if pipeline is None or not pipeline.default_schema.get_table_columns(table):
+            return []
+    except Exception:  # noqa: BLE001 - no schema yet (first load) or no such table
         return []
     if pipeline.destination is not None and pipeline.destination.destination_name == "filesystem":
         return _delta_rows(pipeline, table, run_key, columns)
