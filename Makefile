@@ -20,5 +20,8 @@ test: $(VENV)/.installed  ## run the test suite (needs PostgreSQL on 127.0.0.1:5
 emulator: $(VENV)/.installed  ## start the W&B emulator on 127.0.0.1:8765 with the demo dataset
 	$(PY) -m tests.wandb_emulator
 
+bench: $(VENV)/.installed  ## the load benchmark on dataset M (see README, Performance)
+	$(PY) tests/benchmarks/bench_load.py --size $(or $(SIZE),M) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -149,6 +149,7 @@ def run_scenario(url: str, worker: str, workdir: Path, **extra: str) -> dict:
     statuses = requests.get(f"{url}/_emulator/requests/status", timeout=60).json()
     result["requests"] = sum(statuses.values())
     result["throttled"] = statuses.get("429", 0)
+    print(f"  {worker} {extra.get('destination', '')}: {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 
