@@ -56,7 +56,6 @@ SWEEPS_QUERY = """query Sweeps($entity: String!, $project: String!, $cursor: Str
       pageInfo { endCursor hasNextPage }
       edges { node { id name displayName method state description bestLoss config createdAt
         updatedAt runCount runCountExpected } } } } }"""
-VIEWER_QUERY = "query Viewer { viewer { id username entity } }"
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 409, 410, 413, 422, 501}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -188,9 +187,6 @@ class WandbClient:
                 pass
 
     # -- W&B operations ------------------------------------------------------------------------
-    def viewer(self) -> dict | None:
-        return self.query(VIEWER_QUERY).get("viewer")
-
     def projects(self, entity: str) -> Iterator[dict]:
         variables = {"entity": entity, "perPage": 100}
         while True:

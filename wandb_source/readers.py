@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from .client import WandbClient
 from .transform import lines_to_arrow, parse_history_lines
 
-_DONE = object()
+DONE = object()  # what `in_parallel` yields as the item when a job has ended
 
 
 class RunGone(Exception):
@@ -189,7 +189,7 @@ def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float
 def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_workers: int,
                 buffer: int = 16) -> Iterator[tuple[Any, Any, BaseException | None]]:
     """Run `work(job)` for every job on a bounded pool; yield (job, item, None) per item produced,
-    then (job, _DONE, error or None) when the job ends. Memory is bounded by `buffer` items."""
+    then (job, DONE, error or None) when the job ends. Memory is bounded by `buffer` items."""
     jobs = list(jobs)
     results: queue.Queue = queue.Queue(maxsize=buffer)
     stop = threading.Event()
@@ -204,7 +204,7 @@ def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_w
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
             error = e
         if not stop.is_set():
-            results.put((job, _DONE, error))
+            results.put((job, DONE, error))
 
     pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wandb-fetch")
     try:
@@ -213,7 +213,7 @@ def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_w
         remaining = len(jobs)
         while remaining:
             job, item, error = results.get()
-            if item is _DONE:
+            if item is DONE:
                 remaining -= 1
             yield job, item, error
     finally:
@@ -225,5 +225,3 @@ def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_w
                 break
         pool.shutdown(wait=True, cancel_futures=True)
 
-
-DONE = _DONE

@@ -60,4 +60,3 @@ TABLE_HINTS: dict = {
 # -- W&B -------------------------------------------------------------------------------------
 WANDB_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 RESERVED_HISTORY_KEYS = ("_step", "_timestamp", "_runtime")
-APP_URL_FALLBACK = "https://wandb.ai"
