@@ -83,7 +83,7 @@ def wandb_source(
     listing = _runs_listing(client, targets, filters)
     app_url = _app_url(url)
     return (
-        _projects(client, entity, targets),
+        _projects(client, targets),
         listing,
         listing | _runs(client, app_url, track_deletions=not filters),
         listing | _history(client, history_page_size, max_workers, max_history_columns),
@@ -112,7 +112,7 @@ def _app_url(base_url: str) -> str:
     return base_url.replace("://api.", "://", 1)
 
 
-def _projects(client: WandbClient, entity: str, targets: list[tuple[str, str]]) -> DltResource:
+def _projects(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
     @dlt.resource(name="projects", write_disposition=MERGE, **TABLE_HINTS["projects"])
     def projects() -> Iterator[list[dict]]:
         """One row per project (entity, name, id, created_at, description). Merged on (entity, name)."""

@@ -125,12 +125,15 @@ class WandbClient:
                         f"W&B kept failing on {operation} after {self.max_retries} retries ({e}). "
                         f"Check {self.base_url} is reachable, or raise `max_retries` in [sources.wandb]."
                     ) from None
-                wait = e.retry_after if e.retry_after is not None else self._backoff(attempt)
                 if e.retry_after is not None:
-                    self.gate.close_for(wait)
+                    wait = e.retry_after
+                    self.gate.close_for(wait)  # every worker waits, not only this one (gate.wait above)
+                else:
+                    wait = self._backoff(attempt)
                 logger.warning("W&B %s failed (%s); retry %d/%d in %.1fs", operation, e, attempt,
                                self.max_retries, wait)
-                time.sleep(wait if e.retry_after is None else 0)
+                if e.retry_after is None:
+                    time.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
