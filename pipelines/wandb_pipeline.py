@@ -20,14 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # .dlt/ and the DuckDB file live in the project folder
 
-# DuckDB keeps up to 80% of RAM by default; a small cap keeps a large load's peak memory flat (the
-# credentials are a secret section, so the default is set here; .dlt/secrets.toml or env override it)
-os.environ.setdefault("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "128MB"}')
-
 import dlt  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
 from wandb_source import WandbSourceError, wandb_source  # noqa: E402
+from wandb_source.runner import destination_name, run_load  # noqa: E402
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
 TABLES = ("projects", "runs", "run_config", "run_summary", "history", "history_long", "system_metrics",
@@ -56,21 +53,11 @@ def make_pipeline() -> dlt.Pipeline:
     return dlt.pipeline(PIPELINE_NAME, dataset_name=DATASET_NAME, progress="log")
 
 
-def run(source: dlt.sources.DltSource, pipeline: dlt.Pipeline) -> dlt.common.pipeline.LoadInfo:
-    table_format = "delta" if _destination_type(pipeline) == "filesystem" else None
-    info = pipeline.run(source, table_format=table_format)
-    info.raise_on_failed_jobs()
-    return info
-
-
-def _destination_type(pipeline: dlt.Pipeline) -> str | None:
-    return pipeline.destination.destination_name if pipeline.destination else None
-
-
 def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
-    counts = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
+    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+    counts = normalized.row_counts if normalized else {}
     state = pipeline.state.get("sources", {}).get("wandb", {}).get("resources", {})
-    print(f"\nLoaded into {_destination_type(pipeline)} dataset {DATASET_NAME} in {seconds:.1f}s:")
+    print(f"\nLoaded into {destination_name(pipeline)} dataset {DATASET_NAME} in {seconds:.1f}s:")
     for table in TABLES:
         if counts.get(table):
             print(f"  {table:<22} {counts[table]:>10,} rows")
@@ -92,6 +79,11 @@ def explain(error: BaseException) -> str:
         if isinstance(cause, WandbSourceError):
             return str(cause)
         cause = cause.__cause__ or cause.__context__
+    if "Out of Memory Error" in str(error):
+        return ("DuckDB ran out of memory while loading. Raise its limit: under "
+                "[destination.duckdb.credentials] in .dlt/secrets.toml set global_config = "
+                '{memory_limit = "4GB"}, or set DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG=\'{"memory_limit": "4GB"}\'. '
+                "Run the pipeline again afterwards: the interrupted load is finished first, nothing is lost.")
     return f"{type(error).__name__}: {error}"
 
 
@@ -105,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source = wandb_source()
         pipeline = make_pipeline()
-        run(source, pipeline)
+        run_load(pipeline, source)
         return print_summary(pipeline, time.monotonic() - started)
     except (PipelineStepFailed, WandbSourceError, dlt.common.configuration.exceptions.ConfigFieldMissingException) as e:
         if args.verbose:

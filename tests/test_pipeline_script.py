@@ -73,6 +73,8 @@ def test_filesystem_by_environment(tmp_path, emulator):
 
 @pytest.mark.parametrize("env, message", [
     ({"WANDB_API_KEY": "local-" + "x" * 40}, "rejected the API key"),
+    ({"WANDB_API_KEY": ""}, "no W&B API key"),  # NETRC points at a file that does not exist (conftest)
+    ({"SOURCES__WANDB__ENTITY": "nobody"}, "no projects of entity 'nobody'"),
     ({"SOURCES__WANDB__PROJECTS": '["no-such-project"]'}, "no project emulator/no-such-project"),
     ({"SOURCES__WANDB__FILTERS": '{"state": {"$bogus": 1}}'}, "rejected the run filter"),
     ({"WANDB_BASE_URL": "http://wandb.example.com"}, "refusing to send the W&B API key over plain http"),
@@ -90,3 +92,21 @@ def test_missing_entity_says_where_to_set_it(tmp_path, emulator):
     (cwd / ".dlt" / "config.toml").write_text(config)
     done = run_script(cwd, emulator)
     assert done.returncode == 1 and "entity" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_wide_history_loads_into_duckdb_with_memory_sized_to_the_columns(tmp_path, make_emulator):
+    """DuckDB's MERGE pins buffers per column: a fixed 128 MB memory_limit fails this 600-column load
+    (with a message saying how to raise it); the script sizes the limit from the widest table."""
+    steps = 2000  # 2 runs x 2000 steps x 600 keys
+    emulator = make_emulator(runs=1, steps=steps, wide_keys=600)
+    cwd = project_dir(tmp_path, "duckdb")
+    fixed = run_script(cwd, emulator, SOURCES__WANDB__PROJECTS='["wide-keys"]',
+                       DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG='{"memory_limit": "128MB"}')
+    assert fixed.returncode == 1 and "DuckDB ran out of memory" in fixed.stderr, fixed.stderr[-2000:]
+    done = run_script(cwd, emulator, SOURCES__WANDB__PROJECTS='["wide-keys"]')  # finishes the failed load
+    assert done.returncode == 0, done.stderr[-3000:]
+    with duckdb.connect(str(cwd / "wandb_pipeline.duckdb"), read_only=True) as con:
+        width = con.sql("select count(*) from information_schema.columns where table_name = 'history'").fetchone()[0]
+        assert width > 600
+        assert con.sql("select count(*) from wandb_data.history").fetchone()[0] == 2 * steps
+

@@ -62,3 +62,27 @@ def _delta_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], column
     filters = [(name, "=", value) for name, value in zip(("entity", "project", "run_id"), run_key)]
     wanted = None if columns == "*" else [c.strip() for c in columns.split(",")]
     return delta.to_pyarrow_table(columns=wanted, filters=filters).to_pylist()
+
+
+
+def duckdb_memory_limit(schema: Any) -> str:
+    """A DuckDB `memory_limit` for loading `schema`'s tables: 128 MB, or 3 MB per column of the widest.
+
+    DuckDB spills rows to disk, so the row count does not matter, but its MERGE pins buffers per
+    column: measured on this project's loads, 200 columns need over 256 MB and 800 over 1 GB.
+    Too small a limit fails the load with "Out of Memory Error"; DuckDB's own default (80% of RAM)
+    lets a large load take far more memory than it needs."""
+    widest = max((len(t.get("columns", {})) for t in schema.data_tables()), default=0)
+    return f"{max(128, 3 * widest)}MB"
+
+
+def load_options(destination_name: str | None) -> dict[str, Any]:
+    """`pipeline.run` options this source needs per destination.
+
+    filesystem: Delta tables, because plain parquet files cannot be merged (steps would duplicate).
+    postgres: parquet loaded through ADBC, because dlt's CSV COPY turns empty strings into NULL."""
+    if destination_name == "filesystem":
+        return {"table_format": "delta"}
+    if destination_name == "postgres":
+        return {"loader_file_format": "parquet"}
+    return {}

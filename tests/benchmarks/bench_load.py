@@ -51,17 +51,21 @@ def _pipeline(destination: str, workdir: Path):
 
 
 def work_ours(args: argparse.Namespace) -> dict:
+    """The load as `pipelines/wandb_pipeline.py` does it (`run_load`: recovery, load options, DuckDB memory)."""
     from wandb_source import wandb_source
+    from wandb_source.runner import run_load
 
-    # the same DuckDB memory cap as pipelines/wandb_pipeline.py
-    os.environ.setdefault("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "128MB"}')
     pipeline = _pipeline(args.destination, Path(args.workdir))
     source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers)
-    table_format = "delta" if args.destination == "filesystem" else None
-    info = pipeline.run(source, table_format=table_format)
-    info.raise_on_failed_jobs()
-    counts = pipeline.last_trace.last_normalize_info.row_counts
-    return {"rows": counts.get("history", 0), "runs": counts.get("runs", 0)}
+    started = time.monotonic()
+    run_load(pipeline, source)
+    took = time.monotonic() - started
+    normalized = pipeline.last_trace.last_normalize_info
+    counts = normalized.row_counts if normalized else {}
+    phases = {step.step: round((step.finished_at - step.started_at).total_seconds(), 2)
+              for step in pipeline.last_trace.steps if step.step in ("normalize", "load")}
+    phases["extract"] = round(took - sum(phases.values()), 2)  # extract is traced apart (see run_load)
+    return {"rows": counts.get("history", 0), "runs": counts.get("runs", 0), "phases": phases}
 
 
 def work_baseline(args: argparse.Namespace) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections import Counter
 import threading
 import time
@@ -38,6 +39,15 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"invalid JSON token {token}")
 
 
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here: no traceback on stderr."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 class Emulator:
     """A W&B-compatible server on 127.0.0.1 backed by a `Store`."""
 
@@ -53,7 +63,7 @@ class Emulator:
         self.history_page_serves_exported = history_page_serves_exported
         self._documents: dict[str, Any] = {}
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

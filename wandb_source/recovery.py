@@ -1,0 +1,113 @@
+"""Repairs of dlt's working folder after the pipeline process was killed (SIGKILL, OOM killer).
+
+dlt commits a normalized package in two steps: it renames `load/new/<id>` to `load/normalized/<id>`,
+then deletes the extracted copy `normalize/extracted/<id>` ("Committing storage, do not kill this
+process"). Killed between the two, the next run normalizes the package again and fails on every run
+after with `OSError: [Errno 39] Directory not empty` — found by tests/test_crashes.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dlt.common import logger
+
+
+def repair_interrupted_normalize(pipeline: Any) -> list[str]:
+    """Delete extracted packages whose normalized package was already committed; returns their ids."""
+    normalized = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
+    repaired = []
+    for load_id in pipeline.list_extracted_load_packages():
+        if load_id in normalized:
+            shutil.rmtree(Path(pipeline.working_dir) / "normalize" / "extracted" / load_id)
+            shutil.rmtree(Path(pipeline.working_dir) / "load" / "new" / load_id, ignore_errors=True)
+            logger.warning("package %s was normalized before the process was killed; dropped its extracted copy",
+                           load_id)
+            repaired.append(load_id)
+    return repaired
+
+
+def reset_interrupted_merges(pipeline: Any) -> list[str]:
+    """Prepare the packages a killed load left half-loaded; returns the tables whose merge starts over.
+
+    Loading a package runs job files one by one; a job that committed in the destination but was
+    not yet recorded as done runs again on resume. dlt does not expect that: (1) a merge table's
+    file is copied into its staging table twice — DuckDB then MERGEs duplicate rows, Postgres
+    refuses (`duplicate key ... _dlt_id`) on every later run, because staging tables are emptied
+    only when a package starts; (2) the `_dlt_pipeline_state` row is inserted twice — Postgres
+    refuses; (3) a package normalized again after a kill carries no schema update for columns the
+    killed run already added to the stored schema, so a staging table can miss a column.
+    So, for each package whose loading had begun: the columns of its tables are applied (dlt's own
+    DDL diff, on the dataset and on staging); each merge table whose MERGE job does not exist yet
+    gets an empty staging table and all its copy jobs back to new (MERGE itself is idempotent); a
+    state job whose row is already there is recorded as done."""
+    if not pipeline.destination or pipeline.destination.destination_name not in SQL_STAGING_DESTINATIONS:
+        return []
+    reset: list[str] = []
+    for load_id in pipeline.list_normalized_load_packages():
+        package = Path(pipeline.working_dir) / "load" / "normalized" / load_id
+        jobs = _jobs_by_table(package)
+        if all(job.parent.name == "new_jobs" for table_jobs in jobs.values() for job in table_jobs):
+            continue  # loading never began: dlt starts it from scratch
+        schema = pipeline.get_load_package_info(load_id).schema
+        tables = [t for t in jobs if t in schema.tables]
+        _apply_columns(pipeline, schema.name, tables,
+                       [t for t in tables if schema.tables[t].get("write_disposition") == "merge"])
+        with pipeline.sql_client(schema.name) as client:
+            for table in tables:
+                if schema.tables[table].get("write_disposition") == "merge":
+                    if _reset_merge(client, package, table, jobs[table]):
+                        reset.append(table)
+                elif table == STATE_TABLE:
+                    _record_if_committed(client, package, table, jobs[table], load_id)
+    if reset:
+        logger.warning("restarting the merge of %s: a killed load had copied part of it", ", ".join(reset))
+    return reset
+
+
+SQL_STAGING_DESTINATIONS = ("duckdb", "postgres")
+JOB_FOLDERS = ("new_jobs", "started_jobs", "completed_jobs", "failed_jobs")
+STATE_TABLE = "_dlt_pipeline_state"
+
+
+def _jobs_by_table(package: Path) -> dict[str, list[Path]]:
+    jobs: dict[str, list[Path]] = {}
+    for folder in JOB_FOLDERS:
+        for job in (package / folder).glob("*"):
+            jobs.setdefault(job.name.split(".")[0], []).append(job)
+    return jobs
+
+
+def _reset_merge(client: Any, package: Path, table: str, jobs: list[Path]) -> bool:
+    copies = [j for j in jobs if j.suffix != ".sql"]
+    touched = [j for j in copies if j.parent.name != "new_jobs"]
+    if len(copies) < len(jobs) or not touched:
+        return False  # MERGE created (it runs on a complete staging table), or no copy started yet
+    with client.with_staging_dataset():
+        client.execute_sql(f"DELETE FROM {client.make_qualified_table_name(table)}")
+    for job in touched:
+        job.rename(package / "new_jobs" / job.name)
+    return True
+
+
+def _record_if_committed(client: Any, package: Path, table: str, jobs: list[Path], load_id: str) -> None:
+    started = [j for j in jobs if j.parent.name == "started_jobs"]
+    if not started:
+        return
+    literal = "'" + load_id.replace("'", "''") + "'"
+    rows = client.execute_sql(f"SELECT count(*) FROM {client.make_qualified_table_name(table)} "
+                              f"WHERE _dlt_load_id = {literal}")[0][0]
+    if rows:
+        for job in started:
+            job.rename(package / "completed_jobs" / job.name)
+
+
+def _apply_columns(pipeline: Any, schema_name: str, tables: list[str], staged: list[str]) -> None:
+    """Create missing tables and columns of `tables` in the dataset, and of `staged` in staging."""
+    with pipeline.destination_client(schema_name) as client:
+        client.update_stored_schema(only_tables=tables, force=True)
+        if staged:
+            with client.with_staging_dataset():
+                client.update_stored_schema(only_tables=staged, force=True)

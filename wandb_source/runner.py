@@ -1,0 +1,59 @@
+"""Run the source into a pipeline the way `pipelines/wandb_pipeline.py` does.
+
+`run_load(pipeline, source)` is `pipeline.run(source)` plus what a scheduled loader needs:
+
+- a load that a killed process left behind is repaired (`recovery.py`) and finished first — plain
+  `pipeline.run` would finish it and stop without extracting anything new;
+- per-destination options (`load_options`: Delta tables on the filesystem, parquet via ADBC on Postgres);
+- DuckDB's memory is capped for each load by the width of the widest table, decided between
+  extract and load (the first load's widths are known only after extract).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dlt
+from dlt.common import logger
+
+from .destination import duckdb_memory_limit, load_options
+from .recovery import repair_interrupted_normalize, reset_interrupted_merges
+
+DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
+USER_SET_DUCKDB_CONFIG = DUCKDB_GLOBAL_CONFIG in os.environ  # read before this module sets it
+
+
+def run_load(pipeline: dlt.Pipeline, source: Any) -> Any:
+    """Finish an interrupted load, then extract, normalize and load `source`; returns the LoadInfo
+    (None when nothing was extracted). Raises on failed jobs."""
+    if pipeline.has_pending_data:
+        logger.warning("finishing the load that was interrupted last time")
+        repair_interrupted_normalize(pipeline)
+        reset_interrupted_merges(pipeline)
+    _normalize_and_load(pipeline)  # also syncs state with the destination, once
+    pipeline.extract(source, **load_options(destination_name(pipeline)))
+    return _normalize_and_load(pipeline)
+
+
+def destination_name(pipeline: dlt.Pipeline) -> str | None:
+    return pipeline.destination.destination_name if pipeline.destination else None
+
+
+def _normalize_and_load(pipeline: dlt.Pipeline) -> Any:
+    size_duckdb_memory(pipeline)
+    info = pipeline.run()  # no data: normalizes and loads the pending packages, if any
+    if info is not None:
+        info.raise_on_failed_jobs()
+    return info
+
+
+def size_duckdb_memory(pipeline: dlt.Pipeline) -> None:
+    """Cap DuckDB's memory by the widest table (`duckdb_memory_limit`), unless the user set
+    `global_config` under [destination.duckdb.credentials] or in the environment."""
+    if destination_name(pipeline) != "duckdb" or not pipeline.default_schema_name:
+        return
+    if USER_SET_DUCKDB_CONFIG or dlt.secrets.get("destination.duckdb.credentials.global_config"):
+        return
+    os.environ[DUCKDB_GLOBAL_CONFIG] = json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)})
