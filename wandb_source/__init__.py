@@ -15,6 +15,8 @@ resumed after a crash without duplicates.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from typing import Any, Iterator, Optional, Sequence
 
 import dlt
@@ -96,7 +98,11 @@ def _project_list(client: WandbClient, entity: str, projects: Optional[Sequence[
     if isinstance(projects, str):
         projects = [projects]
     if not projects:
-        return [(entity, node["name"]) for node in client.projects(entity)]
+        found = [(entity, node["name"]) for node in client.projects(entity)]
+        if not found:
+            raise NotFoundError(f"W&B shows no projects of entity {entity!r} to this API key: check `entity` "
+                                "under [sources.wandb] (a user or team name), or list `projects`.")
+        return found
     targets = []
     for name in projects:
         if not isinstance(name, str) or not name.strip("/ "):
@@ -115,10 +121,15 @@ def _app_url(base_url: str) -> str:
 def _projects(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
     @dlt.resource(name="projects", write_disposition=MERGE, **TABLE_HINTS["projects"])
     def projects() -> Iterator[list[dict]]:
-        """One row per project (entity, name, id, created_at, description). Merged on (entity, name)."""
+        """One row per project (entity, name, id, created_at, description). Merged on (entity, name);
+        a second load sends only projects whose row changed."""
         wanted = set(targets)
+        digests = dlt.current.resource_state().setdefault("digests", {})
         for owner in sorted({e for e, _ in targets}):
-            yield [project_row(n) for n in client.projects(owner) if (owner, n["name"]) in wanted]
+            rows = [project_row(n) for n in client.projects(owner) if (owner, n["name"]) in wanted]
+            rows = _changed_rows(rows, ("entity", "name"), digests)
+            if rows:
+                yield rows
 
     return projects
 
@@ -146,6 +157,18 @@ def _changed(page: dict, seen: dict) -> list[dict]:
         previous = previous[0] if isinstance(previous, list) else previous
         if previous != node.get("updatedAt"):
             out.append(node)
+    return out
+
+
+def _changed_rows(rows: list[dict], key: tuple, digests: dict) -> list[dict]:
+    """Rows whose content differs from the last load (digests in resource state, keyed by `key`)."""
+    out = []
+    for row in rows:
+        name = "/".join(str(row[k]) for k in key)
+        digest = hashlib.sha1(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()
+        if digests.get(name) != digest:
+            digests[name] = digest
+            out.append(row)
     return out
 
 
@@ -213,7 +236,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.HISTORY_KEY, max_columns,
+        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns,
                             dlt.current.source_schema().naming)
         jobs = _jobs(listing, cursors)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
@@ -232,7 +255,7 @@ def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
         changed."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.SYSTEM_METRICS_KEY,
+        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         jobs = _jobs(listing, cursors)
         work = lambda job: event_batches(client, job, columns)  # noqa: E731
@@ -281,9 +304,12 @@ def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
     @dlt.resource(name="sweeps", write_disposition=MERGE, **TABLE_HINTS["sweeps"])
     def sweeps() -> Iterator[list[dict]]:
         """One row per sweep (config parsed from YAML, method, state, best loss, run counts), keyed
-        (entity, project, sweep_id); runs link to it through `runs.sweep`. Reloaded in full each time."""
+        (entity, project, sweep_id); runs link to it through `runs.sweep`. Listed in full each time;
+        only sweeps whose row changed are sent to the destination."""
+        digests = dlt.current.resource_state().setdefault("digests", {})
         for entity, project in targets:
             rows = [sweep_row(node, entity, project) for node in client.sweeps(entity, project)]
+            rows = _changed_rows(rows, ("entity", "project", "sweep_id"), digests)
             if rows:
                 yield table_item("sweeps", sweeps_table(rows))
 

@@ -17,14 +17,17 @@ from . import settings
 from .client import WandbClient
 from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
-from .transform import ColumnMap, arrow_metric_tables, metric_tables
+from .transform import ColumnMap, arrow_metric_tables, arrow_without_nul, metric_tables, without_nul
 
 
 
 def table_item(table: str, item: Any) -> Any:
-    """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS)."""
+    """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS);
+    U+0000 in strings becomes U+FFFD (PostgreSQL cannot store it; every destination gets the same)."""
     if isinstance(item, pa.Table):
-        item = _keys_not_null(item, settings.TABLE_HINTS[table]["primary_key"])
+        item = _keys_not_null(arrow_without_nul(item), settings.TABLE_HINTS[table]["primary_key"])
+    else:
+        item = without_nul(item)
     return dlt.mark.with_hints(item, _hints(table), create_table_variant=True)
 
 

@@ -25,6 +25,8 @@ RUN_KEY = ("entity", "project", "run_id")
 HISTORY_KEY = (*RUN_KEY, "_step")
 SYSTEM_METRICS_KEY = (*RUN_KEY, "_timestamp")
 KEY_VALUE_KEY = (*RUN_KEY, "key")
+# columns of `history` / `system_metrics` that are ours: a W&B key with one of these names gets a suffix
+OWN_METRIC_COLUMNS = (*RUN_KEY, "_step", "_timestamp", "_runtime", "_deleted")
 
 # every table is merged on its key (upsert: idempotent, so a repeated or resumed load never duplicates)
 MERGE = {"disposition": "merge", "strategy": "upsert"}

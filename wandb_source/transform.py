@@ -55,7 +55,7 @@ def value_kind(value: Any) -> str | None:
     if isinstance(value, int):
         if abs(value) <= EXACT_FLOAT_INT:
             return "number"
-        return "int" if INT64_MIN <= value <= INT64_MAX else "text"
+        return "int" if INT64_MIN <= value <= INT64_MAX else "number"  # beyond int64: float64, as in parquet
     if isinstance(value, float):
         return "number"
     if isinstance(value, str):
@@ -68,8 +68,6 @@ def convert(value: Any, kind: str) -> Any:
         return float(value)
     if kind == "json":
         return dumps_json(value)
-    if kind == "text" and not isinstance(value, str):
-        return str(value)  # ints beyond int64
     return value
 
 
@@ -78,16 +76,47 @@ def dumps_json(value: Any) -> str:
     return json.dumps(_json_safe(value), ensure_ascii=False, separators=(",", ":"))
 
 
+NUL, NUL_REPLACEMENT = "\x00", "\ufffd"  # PostgreSQL text and jsonb cannot hold U+0000
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with U+0000 in every string (keys too) replaced by U+FFFD, on every destination alike."""
+    if isinstance(value, str):
+        return value.replace(NUL, NUL_REPLACEMENT) if NUL in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+def arrow_without_nul(table: pa.Table) -> pa.Table:
+    """The same for the string columns of an Arrow table (scanned first: copies only when needed)."""
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(i)
+            if pc.any(pc.match_substring(column, NUL)).as_py():
+                table = table.set_column(i, field, pc.replace_substring(column, NUL, NUL_REPLACEMENT))
+    return table
+
+
 def json_value(value: Any) -> Any:
-    """A value for a `json` column: NaN/±Infinity become the strings "NaN"/"Infinity"/"-Infinity"."""
+    """A value for a `json` column: NaN/±Infinity become the strings "NaN"/"Infinity"/"-Infinity",
+    ints beyond int64 the nearest float (as in history; JSON writers and databases stop at 64 bits)."""
     return _json_safe(value)
 
 
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_nul(value)
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return float(value)
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {without_nul(str(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
@@ -376,8 +405,7 @@ def key_value_table(run_keys: list[tuple[str, str, str]], mappings: list[dict],
             cols["value_number"].append(float(value) if kind == "number" else None)
             cols["value_text"].append(value if kind == "text" and isinstance(value, str) else None)
             cols["value_bool"].append(value if kind == "bool" else None)
-            cols["value_json"].append(dumps_json(value) if kind in ("json", "int") or (
-                kind == "text" and not isinstance(value, str)) else None)
+            cols["value_json"].append(dumps_json(value) if kind in ("json", "int") else None)
     if not cols["key"]:
         return None
     types = {"value_number": pa.float64(), "value_bool": pa.bool_()}

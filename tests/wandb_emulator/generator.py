@@ -46,6 +46,7 @@ class DatasetSpec:
     parquet_fraction: float = 0.5  # share of a finished run's rows already exported to parquet
     wide_keys: int = 0
     system_metrics: bool = True
+    hostile: bool = False  # a project `hostile` whose keys and values attack loaders (see hostile.py)
 
 
 def generate(store: Store, spec: DatasetSpec) -> None:
@@ -58,6 +59,10 @@ def generate(store: Store, spec: DatasetSpec) -> None:
         store.add_project(spec.entity, "wide-keys", _base_time(spec))
         for i in range(2):
             store.add_run(_make_run(spec, "wide-keys", i, None, wide=spec.wide_keys))
+    if spec.hostile:
+        from .hostile import add_hostile_project
+
+        add_hostile_project(store, spec.entity, _base_time(spec))
 
 
 def _base_time(spec: DatasetSpec) -> dt.datetime:
