@@ -19,6 +19,8 @@ def finished_run(emu):
     dict(operation="HistoryPage", kind="status", status=429, times=3, retry_after=1),
     dict(operation="HistoryPage", kind="status", status=429, times=2,
          headers={"RateLimit-Remaining": "0", "RateLimit-Reset": "1"}),
+    dict(operation="RunParquetHistory", kind="status", status=429, times=2),  # no Retry-After: backoff
+    dict(operation="RunEvents", kind="status", status=500, times=3),
     dict(operation="Runs", kind="status", status=503, times=3),
     dict(operation="*", kind="status", status=502, times=4),
     dict(operation="RunParquetHistory", kind="graphql_error", times=2),
@@ -26,7 +28,8 @@ def finished_run(emu):
     dict(operation="HistoryPage", kind="truncate", times=2),
     dict(operation="parquet", kind="truncate", times=2),
     dict(operation="RunEvents", kind="non_json", times=2),
-    dict(operation="HistoryPage", kind="hang", delay=4, times=1),
+    dict(operation="HistoryPage", kind="hang", delay=4, times=1),  # slower than request_timeout (2 s)
+    dict(operation="Runs", kind="slow", delay=3, times=1),  # answers after the timeout: retried
 ], ids=lambda f: f"{f['operation']}-{f['kind']}-{f.get('status', '')}")
 def test_transient_faults_are_retried_and_the_load_is_exact(tmp_path, emulator, fault):
     emulator.faults.add(**fault)

@@ -185,17 +185,27 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
         `deleted_at` (no rows are purged)."""
         state = dlt.current.resource_state().setdefault("updated_at", {})
         for page in listing["projects"]:
-            changed = _changed(page, state)
-            for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
-                names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
-                nodes = client.runs_by_name(page["entity"], page["project"], names)
-                yield from _run_tables(nodes, page, app_url)
-                for node in nodes:
-                    state[_run_key_str(page, node["name"])] = node.get("updatedAt")
+            try:
+                yield from _project_runs(client, page, state, app_url)
+            except NotFoundError:
+                logger.warning("project %s/%s was deleted during the load; its runs were skipped",
+                               page["entity"], page["project"])
+                continue
             if track_deletions:
                 yield from _mark_deleted(page, state, {n["name"] for n in page["runs"]})
 
     return runs
+
+
+def _project_runs(client: WandbClient, page: dict, state: dict, app_url: str) -> Iterator[Any]:
+    """The changed runs of one project's listing, fetched in full in batches of names."""
+    changed = _changed(page, state)
+    for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
+        names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
+        nodes = client.runs_by_name(page["entity"], page["project"], names)
+        yield from _run_tables(nodes, page, app_url)
+        for node in nodes:
+            state[_run_key_str(page, node["name"])] = node.get("updatedAt")
 
 
 def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:

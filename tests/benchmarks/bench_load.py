@@ -242,7 +242,7 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict]]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="M", choices=["S", "M", "L", "wide", "many-runs", "demo"])
+    p.add_argument("--size", default="M", choices=["S", "M", "L", "wide", "many-runs", "5M-rows", "demo"])
     p.add_argument("--latency", type=float, default=0.05, help="seconds per request (default 0.05)")
     p.add_argument("--rate-limit", type=float, help="requests/s the emulator allows before 429")
     p.add_argument("--live", action="store_true", help="no parquet exports: all history through live pages")

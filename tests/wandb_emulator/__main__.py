@@ -17,6 +17,7 @@ SIZES = {
     "L": dict(runs=800, steps=2000, metrics=50, awkward=False, vary_steps=False),
     "wide": dict(runs=20, steps=5000, metrics=500, awkward=False, vary_steps=False),
     "many-runs": dict(runs=10_000, steps=20, metrics=10, awkward=False, vary_steps=False),
+    "5M-rows": dict(runs=1000, steps=5000, metrics=20, awkward=False, vary_steps=False),
 }
 
 
@@ -28,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any free port; default 8765)")
     p.add_argument("--size", choices=sorted(SIZES), default="demo",
-                   help="dataset preset: demo (12 awkward runs), S, M, L, wide, many-runs (default demo)")
+                   help="dataset preset: demo (12 awkward runs), S, M, L, wide, many-runs, 5M-rows (default demo)")
     p.add_argument("--seed", type=int, default=0, help="data generator seed (default 0)")
     p.add_argument("--entity", default="emulator", help="entity that owns the projects (default emulator)")
     p.add_argument("--projects", default="demo", help="comma-separated project names (default demo)")

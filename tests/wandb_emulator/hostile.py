@@ -5,8 +5,8 @@ Keys that are SQL (quotes, `;`, keywords, comment markers), that equal dlt's own
 with digits or underscores, that are 200+ characters, unicode and emoji; values at the edges of every
 type: NaN, ±Infinity, -0.0, the largest and smallest floats, ints at and beyond int64, empty and very
 long strings, bools, nulls, dicts nested 10 deep, lists, histograms and media dicts. Config and summary
-carry the same keys; tags and notes have newlines. One run is finished (history partly in parquet
-exports), one still running (all live), one has no steps.
+carry the same keys; tags and notes have newlines. Runs: finished (history partly in parquet exports),
+still running (all live), no steps, forked (W&B `fork_from`: its first step is 60) and crashed.
 """
 
 from __future__ import annotations
@@ -68,15 +68,17 @@ def add_hostile_project(store: Store, entity: str, created: dt.datetime) -> None
     store.add_project(entity, "hostile", created)
     config = {**{key: f"config {key}" for key in HOSTILE_KEYS}, "nested10": _deep(10), "nan": math.nan,
               "inf": -math.inf, "big": 2**64, "empty": "", "list": [1, "two", None, [3.5, math.nan], {"k": math.inf}], "none": None}
-    for index, (name, state, steps) in enumerate((("hostile-finished", "finished", 120),
-                                                   ("hostile-running", "running", 45),
-                                                   ("hostile-empty", "finished", 0))):
+    for index, (name, state, steps) in enumerate((("hostile-finished", "finished", range(120)),
+                                                   ("hostile-running", "running", range(45)),
+                                                   ("hostile-empty", "finished", range(0)),
+                                                   ("hostile-forked", "finished", range(60, 120)),
+                                                   ("hostile-crashed", "crashed", range(33)))):
         start = created + dt.timedelta(hours=index)
-        history = RunHistory(_make_row(start.timestamp()), list(range(steps)))
+        history = RunHistory(_make_row(start.timestamp()), list(steps))
         run = Run(entity=entity, project="hostile", name=name, display_name=f"it's \"{name}\"; --",
                   state=state, created_at=start, updated_at=start + dt.timedelta(minutes=5), heartbeat_at=start,
                   config=dict(config), tags=["multi\nline tag", "'quoted'", "🚀"], notes="notes\nwith\nlines; DROP",
                   history=history)
-        run.summary = {**(dict(history.row(steps - 1)) if steps else {}), "_wandb": {"runtime": steps * 0.5}}
-        run.export_bounds = [steps // 2] if state == "finished" and steps else []
+        run.summary = {**(dict(history.row(len(steps) - 1)) if steps else {}), "_wandb": {"runtime": len(steps) * 0.5}}
+        run.export_bounds = [len(steps) // 2] if state != "running" and steps else []
         store.add_run(run)

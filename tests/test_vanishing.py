@@ -1,0 +1,75 @@
+"""Runs and projects deleted in W&B while a load is running: the load finishes, everything else is
+exact, and the next load records what is gone."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import assert_history_equals_emulator, load, make_pipeline, rows
+from tests.wandb_emulator import DatasetSpec
+from wandb_source.client import WandbClient
+
+
+def delete_on_first_history_request(monkeypatch, emulator, delete) -> list:
+    """Call `delete()` (a change in the emulator) when the loader first asks for a run's history."""
+    fired: list = []
+    original = WandbClient.parquet_history
+
+    def parquet_history(self, entity, project, run):
+        if not fired:
+            fired.append(run)
+            delete(run)
+        return original(self, entity, project, run)
+
+    monkeypatch.setattr(WandbClient, "parquet_history", parquet_history)
+    return fired
+
+
+def test_run_deleted_between_listing_and_fetching(tmp_path, emulator, monkeypatch):
+    fired = delete_on_first_history_request(
+        monkeypatch, emulator, lambda run: emulator.store.delete_run("emulator", "demo", run))
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emulator, max_workers=1)
+    gone = fired[0]
+    assert gone not in {r["run_id"] for r in rows(pipeline, "history")}
+    assert_history_equals_emulator(pipeline, emulator)
+    history_state = pipeline.state["sources"]["wandb"]["resources"]["history"]
+    assert not history_state["failed"] and f"emulator/demo/{gone}" not in history_state["runs"]
+
+    monkeypatch.undo()
+    load(pipeline, emulator)  # the run is gone from the listing now: its row, if loaded, is marked
+    deleted = {r["run_id"]: r["deleted_at"] for r in rows(pipeline, "runs")}
+    assert gone not in deleted or deleted[gone] is not None
+    assert all(at is None for run_id, at in deleted.items() if run_id != gone)
+
+
+@pytest.mark.parametrize("when", ["runs_by_name", "parquet_history"])
+def test_project_deleted_mid_load_costs_only_that_project(tmp_path, make_emulator, monkeypatch, when):
+    """Deleted when the loader asks for its runs' details, or for their history."""
+    emulator = make_emulator(DatasetSpec(projects=("demo", "doomed"), runs=4, steps=30))
+    original = getattr(WandbClient, when)
+
+    def deleting(self, entity, project, *args):
+        if project == "doomed" and "doomed" in emulator.store.entities["emulator"]:
+            emulator.store.delete_project("emulator", "doomed")
+        return original(self, entity, project, *args)
+
+    monkeypatch.setattr(WandbClient, when, deleting)
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emulator, max_workers=1)
+    assert_history_equals_emulator(pipeline, emulator, project="demo")
+    assert not pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
+    monkeypatch.undo()
+    load(pipeline, emulator)  # the next load lists only what exists
+    assert_history_equals_emulator(pipeline, emulator, project="demo")
+
+
+@pytest.mark.parametrize("run_name", ["hostile-forked", "hostile-crashed", "hostile-empty"])
+def test_forked_crashed_and_empty_runs(tmp_path, make_emulator, run_name):
+    emulator = make_emulator(DatasetSpec(runs=1, steps=10, hostile=True))
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emulator, projects=["hostile"])
+    assert_history_equals_emulator(pipeline, emulator, project="hostile")
+    run = emulator.store.run("emulator", "hostile", run_name)
+    steps = sorted(r["_step"] for r in rows(pipeline, "history") if r["run_id"] == run_name)
+    assert steps == list(run.history.steps)
