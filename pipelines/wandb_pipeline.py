@@ -2,6 +2,7 @@
 
     python pipelines/wandb_pipeline.py           # uses [sources.wandb] and [pipelines.wandb_pipeline]
     python pipelines/wandb_pipeline.py --demo    # no account needed: the bundled W&B emulator
+    python pipelines/wandb_pipeline.py --offline-dir ./wandb   # local run logs, no server at all
 
 Pipeline `wandb_pipeline`, dataset `wandb_data`. Exit code 0 on success, 1 on a failed load (one
 readable message), 2 when the load succeeded but some runs could not be fetched (they are retried
@@ -24,6 +25,7 @@ import dlt  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
 from wandb_source import WandbSourceError, wandb_source  # noqa: E402
+from wandb_source.offline import wandb_offline_source  # noqa: E402
 from wandb_source.runner import destination_name, run_load  # noqa: E402
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
@@ -35,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo", action="store_true",
                         help="start the bundled W&B emulator with sample data and load it (no account needed)")
+    parser.add_argument("--offline-dir", metavar="DIR",
+                        help="load the W&B run logs (run-<id>.wandb) under DIR instead of the W&B API: no server, "
+                             "no key (also [sources.wandb] offline_dir)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     return parser.parse_args(argv)
 
@@ -92,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     emulator = start_demo_server() if args.demo else None
     started = time.monotonic()
     try:
+        offline_dir = args.offline_dir or dlt.config.get("sources.wandb.offline_dir")
         if emulator is not None:
             source = wandb_source(entity="emulator", base_url=emulator.url, api_key=emulator.api_key)
+        elif offline_dir:
+            source = wandb_offline_source(offline_dir)
         else:
             source = wandb_source()
         pipeline = make_pipeline()
