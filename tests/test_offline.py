@@ -15,6 +15,7 @@ import dlt
 import pytest
 
 from tests.helpers import rows
+from tests.wandb_emulator import DatasetSpec
 from wandb_source.offline import wandb_offline_source
 from wandb_source.runlog import LogEnd, read_records
 
@@ -164,3 +165,89 @@ def test_pipeline_script_loads_a_directory_of_run_logs(tmp_path, run_log):
                            str(tmp_path / "logs")], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "history" in done.stdout and f"{STEPS:>10,} rows" in done.stdout
+
+
+# what only the server knows (or only the log): not compared between the two paths
+SERVER_ONLY_RUN_FIELDS = {"storage_id", "url", "user", "updated_at", "heartbeat_at", "created_at", "commit",
+                          "description", "history_line_count", "runtime", "system_metrics", "_dlt_id", "_dlt_load_id"}
+
+
+def test_online_and_offline_paths_give_the_same_rows(tmp_path, run_log, make_emulator):
+    """The logged run served by the emulator (as W&B would after a sync) and read from its log."""
+    import datetime as dt
+
+    from tests.wandb_emulator.store import Run, RunHistory
+    from wandb_source import wandb_source
+    from wandb_source.offline import parse_log
+
+    log = parse_log(run_log)
+    emulator = make_emulator(DatasetSpec(runs=0))
+    now = dt.datetime.now(dt.timezone.utc)
+    run = Run(entity=log.entity, project=log.project, name=log.node["name"], display_name=log.node["displayName"],
+              state=log.node["state"], created_at=now, updated_at=now, heartbeat_at=now, config=dict(log.config),
+              summary=dict(log.summary), tags=log.node["tags"], notes=log.node["notes"], history=RunHistory(),
+              host=log.node["host"])
+    for row in log.history:
+        run.history.append(row)
+    emulator.store.add_run(run)
+
+    online = dlt.pipeline("online", destination=dlt.destinations.duckdb(str(tmp_path / "on.duckdb")),
+                          dataset_name="wandb_data", pipelines_dir=str(tmp_path / "pipelines"))
+    online.run(wandb_source(entity=log.entity, projects=[log.project], base_url=emulator.url,
+                            api_key=emulator.api_key).with_resources("runs", "history"))
+    (tmp_path / "logs").mkdir()
+    shutil.copytree(run_log.parent, tmp_path / "logs" / run_log.parent.name)
+    offline = pipeline_for(tmp_path)
+    offline.run(wandb_offline_source(str(tmp_path / "logs")))
+
+    def comparable(row: dict) -> dict:
+        return {k: _canonical(v) for k, v in row.items() if k not in SERVER_ONLY_RUN_FIELDS}
+
+    assert len(rows(online, "history")) == STEPS and len(rows(online, "run_config")) >= 2
+    assert [comparable(r) for r in _by_step(rows(online, "history"))] == \
+        [comparable(r) for r in _by_step(rows(offline, "history"))]
+    assert comparable(rows(online, "runs")[0]) == comparable(rows(offline, "runs")[0])
+    for table in ("run_config", "run_summary"):
+        assert sorted(map(str, map(comparable, rows(online, table)))) == \
+            sorted(map(str, map(comparable, rows(offline, table))))
+
+
+def _by_step(history: list) -> list:
+    return sorted(history, key=lambda r: r["_step"])
+
+
+def _canonical(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+RESUMED = """
+import sys, wandb
+start = int(sys.argv[1])
+run = wandb.init(project="offline-proj", entity="lab", id="resumed-run", resume="allow")
+for i in range(start, start + 10):
+    run.log({"loss": float(i)}, step=i)
+run.finish()
+"""
+
+
+def test_a_resumed_run_two_logs_one_run(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_ERROR_REPORTING": "false",
+           "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    for start in (0, 10):  # a second session resumes the run, as after a preemption
+        subprocess.run([sys.executable, "-c", RESUMED, str(start)], env=env, check=True, timeout=120)
+    logs = [p for p in (tmp_path / "wandb").rglob("*.wandb") if "latest-run" not in str(p)]
+    assert len(logs) == 2
+    pipeline = pipeline_for(tmp_path)
+    pipeline.run(wandb_offline_source(str(tmp_path / "wandb")))
+    history = rows(pipeline, "history")
+    assert sorted(r["_step"] for r in history) == list(range(20))
+    assert {r["loss"] for r in history} == {float(i) for i in range(20)}
+    assert [r["run_id"] for r in rows(pipeline, "runs")] == ["resumed-run"]

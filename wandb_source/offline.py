@@ -64,30 +64,67 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
 def _logs_resource(root: Path, entity: Optional[str], project: Optional[str], max_columns: int) -> Any:
     @dlt.resource(name="history", write_disposition=settings.MERGE)
     def history() -> Iterator[Any]:
-        """All tables from run logs; per-log state: [size, mtime_ns, last step loaded]."""
+        """All tables from run logs. State: per log [size, mtime_ns, run], per run the last step loaded."""
         state = dlt.current.resource_state()
-        seen = state.setdefault("logs", {})
+        seen, last_steps = state.setdefault("logs", {}), state.setdefault("last_step", {})
         naming = dlt.current.source_schema().naming
         columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns, naming)
         system = ColumnMap(state.setdefault("system_columns", {}), settings.OWN_METRIC_COLUMNS,
                            settings.MAX_SYSTEM_METRICS_COLUMNS, naming)
-        for path in sorted(root.rglob("*.wandb")):
-            stat = path.stat()
-            key = str(path.resolve())
-            previous = seen.get(key)
-            if previous and previous[:2] == [stat.st_size, stat.st_mtime_ns]:
-                continue
-            log = parse_log(path, entity, project)
-            last_step = previous[2] if previous else None
-            yield from _log_tables(log, last_step, columns, system)
-            steps = [r["_step"] for r in log.history]
-            seen[key] = [stat.st_size, stat.st_mtime_ns, max(steps, default=last_step)]
+        for run, logs in _changed_runs(root, seen, entity, project).items():
+            combined = combine(logs)
+            yield from _log_tables(combined, last_steps.get(run), columns, system)
+            last_steps[run] = max((r["_step"] for r in combined.history), default=last_steps.get(run))
+            for log in logs:
+                stat = log.path.stat()
+                seen[str(log.path)] = [stat.st_size, stat.st_mtime_ns, run]
         for table, mapping in (("history", columns), ("system_metrics", system)):
             rows = mapping.added_rows(table)
             if rows:
                 yield table_item("metric_columns", rows)
 
     return history
+
+
+def _changed_runs(root: Path, seen: dict, entity: Optional[str], project: Optional[str]) -> dict[str, list[RunLog]]:
+    """Runs with a new or changed log, each with all its logs (a resumed run writes one per session),
+    oldest first. Unchanged logs are parsed only when another log of their run changed."""
+    paths = sorted({p.resolve() for p in root.rglob("*.wandb")})
+    parsed: dict[Path, RunLog] = {}
+    for path in paths:
+        stat, previous = path.stat(), seen.get(str(path))
+        if not previous or previous[:2] != [stat.st_size, stat.st_mtime_ns]:
+            parsed[path] = parse_log(path, entity, project)
+    changed = {_run_key(log) for log in parsed.values()}
+    runs: dict[str, list[RunLog]] = {}
+    for path in paths:
+        run = _run_key(parsed[path]) if path in parsed else seen[str(path)][2]
+        if run in changed:
+            runs.setdefault(run, []).append(parsed.get(path) or parse_log(path, entity, project))
+    return runs
+
+
+def _run_key(log: RunLog) -> str:
+    return f"{log.entity}/{log.project}/{log.node.get('name')}"
+
+
+def combine(logs: list[RunLog]) -> RunLog:
+    """One run from its logs, oldest first: later logs win for the same step, key or field."""
+    if len(logs) == 1:
+        return logs[0]
+    out = RunLog(logs[-1].path, entity=logs[-1].entity, project=logs[-1].project)
+    steps: dict[int, dict] = {}
+    for log in logs:
+        out.node.update({k: v for k, v in log.node.items() if v is not None})
+        out.config.update(log.config)
+        out.summary.update(log.summary)
+        steps.update((row["_step"], row) for row in log.history)
+        out.events += log.events
+    out.history = [steps[s] for s in sorted(steps)]
+    out.exit_code = logs[-1].exit_code
+    out.node["createdAt"] = logs[0].node.get("createdAt")  # the run started with its first session
+    out.node.update(_node_fields(out))
+    return out
 
 
 def _log_tables(log: RunLog, last_step: Optional[int], columns: ColumnMap, system: ColumnMap) -> Iterator[Any]:
