@@ -12,6 +12,7 @@ each scenario in a fresh process and prints one table and a summary line:
   changed10     the DuckDB pipeline again after 10% of the runs gained 100 steps
   baseline      wandb.Api().runs() + run.scan_history() per run, serially, dict rows into dlt/DuckDB
   floor         the exact requests of ours-duckdb replayed with the same concurrency, bodies discarded
+  offline-duckdb  (--offline) the same sizes logged offline by the wandb SDK, loaded from the run logs
 
 Not a test: numbers depend on the machine; compare ratios from one run.
 """
@@ -112,7 +113,43 @@ def work_floor(args: argparse.Namespace) -> dict:
     return {"rows": 0, "runs": len(chains)}
 
 
-WORKERS = {"ours": work_ours, "baseline": work_baseline, "floor": work_floor}
+def work_offline(args: argparse.Namespace) -> dict:
+    """`pipelines/wandb_pipeline.py --offline-dir`: the run logs under workdir/logs into DuckDB."""
+    from wandb_source.offline import wandb_offline_source
+    from wandb_source.runner import run_load
+
+    logs = Path(args.workdir) / "logs"
+    pipeline = _pipeline("duckdb", Path(args.workdir))
+    run_load(pipeline, wandb_offline_source(str(logs)))
+    counts = pipeline.last_trace.last_normalize_info.row_counts
+    megabytes = sum(p.stat().st_size for p in logs.rglob("*.wandb") if "latest-run" not in str(p)) / 1e6
+    return {"rows": counts.get("history", 0), "runs": counts.get("runs", 0), "log_mb": round(megabytes, 1)}
+
+
+SDK_LOGGING = """
+import sys, wandb
+runs, steps, metrics = map(int, sys.argv[1:4])
+for r in range(runs):
+    run = wandb.init(project="bench", entity="offline", id=f"run{r:05d}")
+    for i in range(steps):
+        run.log({f"train/m{j:03d}": (i * 0.001 + j + r) for j in range(metrics)})
+    run.finish()
+"""
+
+
+def write_run_logs(args: argparse.Namespace, folder: Path) -> None:
+    """Run logs of the size's runs x steps x metrics, written by the wandb SDK in offline mode."""
+    from tests.wandb_emulator.__main__ import SIZES
+
+    size = SIZES[args.size]
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(folder), "WANDB_SILENT": "true",
+           "WANDB_ERROR_REPORTING": "false", "WANDB_DISABLE_GIT": "true"}
+    subprocess.run([sys.executable, "-c", SDK_LOGGING, str(size["runs"]), str(size["steps"]), str(size["metrics"])],
+                   env=env, check=True)
+
+
+WORKERS = {"ours": work_ours, "baseline": work_baseline, "floor": work_floor, "offline": work_offline}
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -198,6 +235,11 @@ def bench(args: argparse.Namespace) -> list[tuple[str, dict]]:
                                                   workers=args.workers)))
         if "baseline" not in args.skip:
             results.append(("baseline", run_scenario(url, "baseline", root / "baseline")))
+        if args.offline:
+            started = time.monotonic()
+            write_run_logs(args, root / "offline" / "logs")
+            print(f"  run logs written by the SDK in {time.monotonic() - started:.0f}s", file=sys.stderr)
+            results.append(("offline-duckdb", run_scenario(url, "offline", root / "offline")))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -237,6 +279,11 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict]]) -> None:
         if args.rate_limit:
             ideal = (full["requests"] - full["throttled"]) / args.rate_limit
             ratios.append(f"time/(requests/rate) {full['wall'] / ideal:.2f}")
+    offline = by.get("offline-duckdb")
+    if offline:
+        ratios.append(f"offline {offline['log_mb'] / offline['wall']:.1f} MB/s")
+        if full:
+            ratios.append(f"offline/ours {offline['wall'] / full['wall']:.2f}")
     print("\nsummary: " + ", ".join(ratios))
 
 
@@ -250,6 +297,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--destinations", type=lambda s: s.split(","), default=["duckdb", "postgres", "filesystem"])
     p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="baseline,floor")
     p.add_argument("--workers", type=int, default=8, help="runs fetched at once (default 8)")
+    p.add_argument("--offline", action="store_true",
+                   help="also write the dataset as offline run logs with the wandb SDK and load them (--offline-dir)")
     # worker mode (internal)
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
