@@ -30,11 +30,10 @@ from .credentials import default_base_url, resolve_api_key
 from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
-from .jobs import RunJob, TableBatches, event_batches, history_batches, table_item
+from .jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
 from .settings import MERGE, TABLE_HINTS
 from .readers import DONE, RunGone, in_parallel
-from .transform import (ColumnMap, key_value_table, loads_wandb, project_row, run_row, sweep_row, sweeps_table,
-                        unwrap_config)
+from .transform import ColumnMap, project_row, sweep_row, sweeps_table
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
            "WandbClient", "WandbSourceError", "wandb_source"]
@@ -203,22 +202,9 @@ def _project_runs(client: WandbClient, page: dict, state: dict, app_url: str) ->
     for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
         names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
         nodes = client.runs_by_name(page["entity"], page["project"], names)
-        yield from _run_tables(nodes, page, app_url)
+        yield from run_tables(nodes, page["entity"], page["project"], app_url)
         for node in nodes:
             state[_run_key_str(page, node["name"])] = node.get("updatedAt")
-
-
-def _run_tables(nodes: list[dict], page: dict, app_url: str) -> Iterator[Any]:
-    rows = [run_row(node, page["entity"], page["project"], app_url) for node in nodes]
-    yield table_item("runs", rows)
-    keys = [(row["entity"], row["project"], row["run_id"]) for row in rows]
-    configs = [unwrap_config(loads_wandb(node.get("config"))) for node in nodes]
-    summaries = [loads_wandb(node.get("summaryMetrics")) for node in nodes]
-    for table, values, skip in (("run_config", configs, settings.WANDB_INTERNAL_CONFIG_KEYS),
-                                ("run_summary", summaries, ())):
-        arrow = key_value_table(keys, values, skip)
-        if arrow is not None:
-            yield table_item(table, arrow)
 
 
 def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:

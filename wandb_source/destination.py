@@ -1,8 +1,10 @@
-"""Reading back what the destination already holds (for rewinds and deleted runs).
+"""The destination side: reading back what it already holds, and how to load into it.
 
-Used rarely: when a run was rewound (its old steps that no longer exist must be deleted) and when a
-run vanished from W&B (its row is kept and marked deleted). Works on any destination through
-`pipeline.dataset()`; outside a pipeline, or before the table exists, it returns nothing.
+- `run_rows`: a run's rows already loaded, read only when a run was rewound (its old steps that no
+  longer exist are deleted) or vanished from W&B (its row is kept and marked deleted). Any destination,
+  through `pipeline.dataset()` (Delta tables through deltalake); nothing outside a pipeline.
+- `load_options`: `pipeline.run` options per destination (Delta tables, parquet via ADBC).
+- `duckdb_memory_limit`: DuckDB's memory cap for a schema's widest table.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from . import settings
 from .client import WandbClient
 from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
-from .transform import ColumnMap, arrow_metric_tables, arrow_without_nul, metric_tables, without_nul
+from .transform import (ColumnMap, arrow_metric_tables, arrow_without_nul, key_value_table, loads_wandb,
+                        metric_tables, run_row, unwrap_config, without_nul)
 
 
 
@@ -34,6 +35,21 @@ def table_item(table: str, item: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def _hints(table: str) -> Any:
     return dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
+
+
+def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> Iterator[Any]:
+    """Full W&B run objects → `runs` rows, and their config and summary as `run_config` / `run_summary`
+    (one row per key). The API path and the run-log path (offline.py) both build such objects."""
+    rows = [run_row(node, entity, project, app_url) for node in nodes]
+    yield table_item("runs", rows)
+    keys = [(row["entity"], row["project"], row["run_id"]) for row in rows]
+    configs = [unwrap_config(loads_wandb(node.get("config"))) for node in nodes]
+    summaries = [loads_wandb(node.get("summaryMetrics")) for node in nodes]
+    for table, values, skip in (("run_config", configs, settings.WANDB_INTERNAL_CONFIG_KEYS),
+                                ("run_summary", summaries, ())):
+        arrow = key_value_table(keys, values, skip)
+        if arrow is not None:
+            yield table_item(table, arrow)
 
 
 @dataclass
@@ -68,9 +84,9 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
         return  # nothing logged yet: no request
     for batch in read_history(client, job.run_key, job.cursor, page_size):
         if isinstance(batch, pa.Table):
-            yield from _named(arrow_metric_tables(batch, job.run_key, columns), "history")
+            yield from named_tables(arrow_metric_tables(batch, job.run_key, columns), "history")
         else:
-            yield from _named(metric_tables(batch, job.run_key, columns, "_step"), "history")
+            yield from named_tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
     if job.cursor.rewound:
         yield from _tombstones(pipeline, job, "history", "_step")
 
@@ -81,7 +97,7 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Itera
     rows = read_events(client, job.run_key, last)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
     if rows:
-        yield from _named(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
+        yield from named_tables(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
 
 
 @dataclass
@@ -98,7 +114,7 @@ def _keys_not_null(table: pa.Table, keys: tuple) -> pa.Table:
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
-def _named(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list[tuple[str, pa.Table]]:
+def named_tables(tables: tuple[pa.Table | None, pa.Table | None], table: str) -> list[tuple[str, pa.Table]]:
     wide, long = tables
     return [(name, t) for name, t in ((table, wide), (f"{table}_long", long)) if t is not None]
 

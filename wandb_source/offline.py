@@ -25,9 +25,9 @@ import dlt
 from dlt.common import logger
 
 from . import settings
-from .jobs import table_item
+from .jobs import named_tables, run_tables, table_item
 from .runlog import LogEnd, read_records
-from .transform import ColumnMap, key_value_table, metric_tables, run_row
+from .transform import ColumnMap, metric_tables
 
 
 @dataclass
@@ -128,23 +128,13 @@ def combine(logs: list[RunLog]) -> RunLog:
 
 
 def _log_tables(log: RunLog, last_step: Optional[int], columns: ColumnMap, system: ColumnMap) -> Iterator[Any]:
-    row = run_row(log.node, log.entity, log.project, "")
-    row["url"] = str(log.path)
-    yield table_item("runs", [row])
+    yield from run_tables([{**log.node, "url": str(log.path)}], log.entity, log.project, "")
     run_key = (log.entity, log.project, log.node["name"])
-    for table, values, skip in (("run_config", log.config, settings.WANDB_INTERNAL_CONFIG_KEYS),
-                                ("run_summary", log.summary, ())):
-        arrow = key_value_table([run_key], [values], skip)
-        if arrow is not None:
-            yield table_item(table, arrow)
     new = [r for r in log.history if last_step is None or r["_step"] > last_step]
     for table, tables in (("history", metric_tables(new, run_key, columns, "_step")),
                           ("system_metrics", metric_tables(log.events, run_key, system, "_timestamp"))):
-        wide, long = tables
-        if wide is not None:
-            yield table_item(table, wide)
-        if long is not None:
-            yield table_item(f"{table}_long", long)
+        for name, arrow in named_tables(tables, table):
+            yield table_item(name, arrow)
 
 
 def parse_log(path: Path, entity: Optional[str] = None, project: Optional[str] = None) -> RunLog:

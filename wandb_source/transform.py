@@ -373,7 +373,7 @@ def run_row(node: dict, entity: str, project: str, app_url: str) -> dict:
         "tags": json_value(node.get("tags") or []), "group": node.get("group"), "job_type": node.get("jobType"),
         "sweep": node.get("sweepName"), "user": (node.get("user") or {}).get("username"), "host": node.get("host"),
         "commit": node.get("commit"), "notes": node.get("notes"), "description": node.get("description"),
-        "url": f"{app_url}/{entity}/{project}/runs/{node['name']}",
+        "url": node.get("url") or f"{app_url}/{entity}/{project}/runs/{node['name']}",
         "history_line_count": node.get("historyLineCount"), "last_step": history_keys.get("lastStep"),
         "config": json_value({k: v for k, v in config.items() if k not in WANDB_INTERNAL_CONFIG_KEYS}),
         "wandb_internal": json_value({k: v for k, v in config.items() if k in WANDB_INTERNAL_CONFIG_KEYS}),
