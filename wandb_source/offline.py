@@ -25,6 +25,7 @@ import dlt
 from dlt.common import logger
 
 from . import settings
+from .exceptions import ConfigurationError
 from .jobs import named_tables, run_tables, table_item
 from .runlog import LogEnd, read_records
 from .transform import ColumnMap, metric_tables
@@ -54,8 +55,6 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
     """Loads every `.wandb` run log under `offline_dir` into the tables of the online source."""
     root = Path(offline_dir).expanduser()
     if not root.is_dir():
-        from .exceptions import ConfigurationError
-
         raise ConfigurationError(f"offline_dir {str(root)!r} is not a directory: point it at a `wandb/` folder "
                                  "(where runs write run-<id>.wandb), with --offline-dir or [sources.wandb] offline_dir.")
     return _logs_resource(root, entity, project, max_history_columns)

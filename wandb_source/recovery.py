@@ -1,9 +1,12 @@
-"""Repairs of dlt's working folder after the pipeline process was killed (SIGKILL, OOM killer).
+"""Repairs of dlt's working folder and staging tables after the pipeline process was killed
+(SIGKILL, OOM killer) — states that make dlt fail every later run or duplicate rows, all found by
+tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
 
-dlt commits a normalized package in two steps: it renames `load/new/<id>` to `load/normalized/<id>`,
-then deletes the extracted copy `normalize/extracted/<id>` ("Committing storage, do not kill this
-process"). Killed between the two, the next run normalizes the package again and fails on every run
-after with `OSError: [Errno 39] Directory not empty` — found by tests/test_crashes.py.
+- `repair_interrupted_normalize`: dlt commits a normalized package by renaming `load/new/<id>` to
+  `load/normalized/<id>`, then deleting `normalize/extracted/<id>` ("do not kill this process");
+  killed between the two, every later run fails with `OSError: [Errno 39] Directory not empty`.
+- `reset_interrupted_merges`: jobs of a half-loaded package that committed but were not recorded
+  run again on resume (see its docstring for what that breaks and how it is undone).
 """
 
 from __future__ import annotations
