@@ -252,3 +252,113 @@ def test_a_resumed_run_two_logs_one_run(tmp_path):
     assert sorted(r["_step"] for r in history) == list(range(20))
     assert {r["loss"] for r in history} == {float(i) for i in range(20)}
     assert [r["run_id"] for r in rows(pipeline, "runs")] == ["resumed-run"]
+
+
+LIVE = """
+import pathlib, sys, time, wandb
+flags = pathlib.Path(sys.argv[1])
+run = wandb.init(project="offline-proj", entity="lab", id="live-run")
+for i in range(2000):  # the SDK writes its log in 32 KiB pieces: this much reaches the disk mid-run
+    run.log({"loss": 1.0 / (i + 1), "acc": i * 0.5})
+(flags / "half").touch()
+while not (flags / "go").exists():
+    time.sleep(0.05)
+for i in range(2000, 2100):
+    run.log({"loss": 1.0 / (i + 1), "acc": i * 0.5})
+run.finish()
+"""
+
+
+def test_a_run_still_being_written_then_finished(tmp_path, monkeypatch, capfd):
+    """A real SDK process mid-run: the first load takes what reached the disk (ending in a partial
+    record), the second, after the run finished, reads on from the byte offset where the first stopped."""
+    import wandb_source.logged_run as logged_run
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_ERROR_REPORTING": "false",
+           "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    writer = subprocess.Popen([sys.executable, "-c", LIVE, str(tmp_path)], env=env)
+    try:
+        _wait_for(lambda: (tmp_path / "half").exists() or writer.poll() is not None, 120)
+        _wait_for(lambda: any(p.stat().st_size > 100_000 for p in (tmp_path / "wandb").rglob("run-*.wandb")), 30)
+        reads = []
+        real_read = logged_run.read_records
+        monkeypatch.setattr(logged_run, "read_records", lambda path, offset, end: reads.append(offset) or
+                            real_read(path, offset, end))
+        pipeline = pipeline_for(tmp_path)
+        pipeline.run(wandb_offline_source(str(tmp_path / "wandb")))
+        first = [r["_step"] for r in rows(pipeline, "history")]
+        assert first and sorted(first) == list(range(len(first))) and len(first) < 2000
+        assert rows(pipeline, "runs")[0]["state"] == "running" and "partial record" in capfd.readouterr().err
+        (offset,) = [c["offset"] for c in _resource_state(pipeline)["open_logs"].values()]
+        assert reads == [0] and offset > 7
+
+        (tmp_path / "go").touch()
+        assert writer.wait(timeout=120) == 0
+    finally:
+        writer.kill()
+    pipeline.run(wandb_offline_source(str(tmp_path / "wandb")))
+    assert reads == [0, offset]  # read on from where the first load stopped, not from the start
+    history = rows(pipeline, "history")
+    assert sorted(r["_step"] for r in history) == list(range(2100))  # every step once
+    assert all(r["loss"] == 1.0 / (r["_step"] + 1) and r["acc"] == r["_step"] * 0.5 for r in history)
+    (run,) = rows(pipeline, "runs")
+    assert run["state"] == "finished" and run["history_line_count"] == 2100 and run["last_step"] == 2099
+    assert json.loads(run["summary"])["loss"] == 1.0 / 2100
+    assert not _resource_state(pipeline)["open_logs"]  # finished: no checkpoint kept
+
+
+def _wait_for(condition, seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _resource_state(pipeline: dlt.Pipeline) -> dict:
+    return pipeline.state["sources"]["wandb"]["resources"]["history"]
+
+
+def test_a_checkpoint_that_no_longer_fits_the_file_is_not_used(tmp_path, run_log):
+    """A log replaced by another (same path, different bytes before the offset) is read from the start."""
+    data = run_log.read_bytes()
+    ends = _record_ends(run_log)
+    folder = tmp_path / "logs" / run_log.parent.name
+    folder.mkdir(parents=True)
+    path = folder / run_log.name
+    path.write_bytes(data[:ends[len(ends) // 2]])
+    pipeline = pipeline_for(tmp_path)
+    pipeline.run(wandb_offline_source(str(tmp_path / "logs")))
+    (checkpoint,) = _resource_state(pipeline)["open_logs"].values()
+
+    from wandb_source.logged_run import parse_log
+
+    assert parse_log(path, checkpoint=checkpoint).started_at == checkpoint["offset"]
+    changed = bytearray(data)
+    changed[checkpoint["offset"] - 20] ^= 0xFF  # a byte before the offset differs: another file
+    path.write_bytes(bytes(changed))
+    log = parse_log(path, checkpoint=checkpoint)
+    assert log.started_at == 0 and log.end.corrupt  # read from the start, and the flipped byte is found
+
+
+def test_logs_parsed_in_worker_processes_give_the_same_rows(tmp_path, run_log, monkeypatch, capfd):
+    from wandb_source import settings
+
+    for i in range(4):
+        shutil.copytree(run_log.parent, tmp_path / "logs" / f"job{i}" / run_log.parent.name)
+    (tmp_path / "logs" / "run-junk.wandb").write_bytes(b"not a run log at all")
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(settings, "PARALLEL_PARSE_MIN_BYTES", 0)
+        pipeline = dlt.pipeline(f"workers{workers}", destination=dlt.destinations.duckdb(
+            str(tmp_path / f"w{workers}.duckdb")), dataset_name="d", pipelines_dir=str(tmp_path / "pipelines"))
+        pipeline.run(wandb_offline_source(str(tmp_path / "logs"), entity="e", project="p", max_workers=workers))
+        results[workers] = sorted(map(str, (_without_load_ids(r) for r in rows(pipeline, "history"))))
+    assert results[1] == results[2] and len(results[1]) == STEPS  # four copies of one run: one run
+    assert "not a W&B run log" in capfd.readouterr().err  # the junk file is reported, not fatal
+
+
+def _without_load_ids(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("_dlt_id", "_dlt_load_id")}

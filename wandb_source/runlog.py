@@ -6,14 +6,16 @@ the first/middle/last piece of one split across blocks; the CRC (zlib's CRC-32) 
 and the payload. A block tail shorter than a chunk header is padding, as are zero-filled chunks.
 Each record is a `wandb.proto.wandb_internal_pb2.Record`.
 
-`read_records(path, offset)` yields `(Record, end_offset)` from a block-aligned `offset` (0 = from the
-header), so a later load resumes where the last one stopped. It stops at the last intact record: a
-log still being written, or cut by a crash, ends in a partial chunk (`LogEnd.truncated`); a chunk whose
+`read_records(path, offset)` yields `(Record, end_offset)` from `offset` (0 = from the
+header, or where an earlier read ended), so a later load resumes where the last one stopped.
+It stops at the last intact record: a log still being written, or cut by a crash, ends in a partial chunk (`LogEnd.truncated`); a chunk whose
 CRC does not match ends the read at that offset (`LogEnd.corrupt`) — nothing after it is guessed.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -44,14 +46,21 @@ def read_records(path: str | Path, offset: int = 0, end: LogEnd | None = None) -
     from wandb.proto import wandb_internal_pb2
 
     end = end if end is not None else LogEnd(offset)
-    for payload, stop in _payloads(Path(path).read_bytes(), offset, end):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        yield record, stop
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return  # just created: nothing written yet
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:  # a resumed read touches only the new part
+            for payload, stop in _payloads(data, offset, end):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(payload)
+                yield record, stop
 
 
-def _payloads(data: bytes, offset: int, end: LogEnd) -> Iterator[tuple[bytes, int]]:
+def _payloads(data: bytes | mmap.mmap, offset: int, end: LogEnd) -> Iterator[tuple[bytes, int]]:
     if offset == 0:
+        if len(data) < len(HEADER) and HEADER.startswith(data[:]):
+            end.truncated = True  # the header is being written
+            return
         if data[:len(HEADER)] != HEADER:
             raise RunLogError(f"not a W&B run log (header {data[:7]!r})")
         offset = len(HEADER)

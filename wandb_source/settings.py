@@ -8,6 +8,7 @@ DETAIL_BATCH_SIZE = 50  # changed runs fetched in full per request (`name: {"$in
 HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage request
 EVENTS_SAMPLES = 1_000_000  # `events(samples:)` is sampled: ask for more than any run has
 MAX_WORKERS = 8  # runs whose history is fetched at the same time
+PARALLEL_PARSE_MIN_BYTES = 8_000_000  # run logs to read before worker processes pay off (offline.py)
 
 # -- retries ---------------------------------------------------------------------------------
 MAX_RETRIES = 8

@@ -54,10 +54,16 @@ def _pipeline(destination: str, workdir: Path):
 def work_ours(args: argparse.Namespace) -> dict:
     """The load as `pipelines/wandb_pipeline.py` does it (`run_load`: recovery, load options, DuckDB memory)."""
     from wandb_source import wandb_source
-    from wandb_source.runner import run_load
 
     pipeline = _pipeline(args.destination, Path(args.workdir))
     source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers)
+    return timed_load(pipeline, source)
+
+
+def timed_load(pipeline: Any, source: Any) -> dict:
+    """`run_load` with its phases: rows and runs loaded, seconds of extract, normalize, load."""
+    from wandb_source.runner import run_load
+
     started = time.monotonic()
     run_load(pipeline, source)
     took = time.monotonic() - started
@@ -116,14 +122,11 @@ def work_floor(args: argparse.Namespace) -> dict:
 def work_offline(args: argparse.Namespace) -> dict:
     """`pipelines/wandb_pipeline.py --offline-dir`: the run logs under workdir/logs into DuckDB."""
     from wandb_source.offline import wandb_offline_source
-    from wandb_source.runner import run_load
 
     logs = Path(args.workdir) / "logs"
-    pipeline = _pipeline("duckdb", Path(args.workdir))
-    run_load(pipeline, wandb_offline_source(str(logs)))
-    counts = pipeline.last_trace.last_normalize_info.row_counts
+    result = timed_load(_pipeline("duckdb", Path(args.workdir)), wandb_offline_source(str(logs)))
     megabytes = sum(p.stat().st_size for p in logs.rglob("*.wandb") if "latest-run" not in str(p)) / 1e6
-    return {"rows": counts.get("history", 0), "runs": counts.get("runs", 0), "log_mb": round(megabytes, 1)}
+    return {**result, "log_mb": round(megabytes, 1)}
 
 
 SDK_LOGGING = """
