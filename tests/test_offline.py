@@ -24,6 +24,8 @@ LOGGING = f"""
 import math, wandb
 run = wandb.init(project="offline-proj", entity="lab", config={{"lr": 0.01, "opt": {{"name": "adam", "betas": [0.9, 0.99]}}}},
                  tags=["a", "b"], notes="two\\nlines")
+run.define_metric("acc")
+run.define_metric("eval/acc", step_metric="acc", summary="max")
 for i in range({STEPS}):
     row = {{"loss": 1.0 / (i + 1), "acc": i / {STEPS}, "weird": [math.nan, math.inf, -math.inf, -0.0][i % 4],
            "phase": "warmup" if i < 5 else "train", "nested": {{"a": {{"b": i}}}}}}
@@ -95,6 +97,12 @@ def test_every_step_and_value_as_logged(tmp_path, run_log):
     summary = {r["key"]: r for r in rows(pipeline, "run_summary")}
     assert summary["best"]["value_number"] == 0.5
     assert rows(pipeline, "system_metrics")  # the SDK's stats records
+    axes = {r["metric"]: r for r in rows(pipeline, "metric_axes")}  # define_metric records
+    assert axes["eval/acc"]["step_metric"] == "acc" and json.loads(axes["eval/acc"]["summary"]) == ["max"]
+    assert axes["acc"]["step_metric"] is None
+    (metadata,) = rows(pipeline, "run_metadata")  # the environment records: wandb-metadata.json online
+    assert metadata["python"].startswith("CPython 3.") and metadata["host"] and metadata["cpu_count"] >= 1
+    assert metadata["started_at"] is not None and metadata["program"]
 
 
 def test_unchanged_logs_are_skipped_and_a_grown_log_sends_only_new_steps(tmp_path, run_log):

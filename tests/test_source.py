@@ -128,7 +128,7 @@ def test_resources_are_selectable(tmp_path, emulator):
     pipeline = make_pipeline("duckdb", tmp_path)
     source = wandb_source(entity=ENTITY, base_url=emulator.url, api_key=emulator.api_key).with_resources("runs")
     pipeline.run(source)
-    assert set(loaded_counts(pipeline)) == {"runs", "run_config", "run_summary"}
+    assert set(loaded_counts(pipeline)) == {"runs", "run_config", "run_summary", "metric_axes"}
     assert emulator.faults.counts().get("HistoryPage", 0) == 0
 
 

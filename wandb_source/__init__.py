@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Optional, Sequence
 
 import dlt
@@ -33,6 +34,7 @@ from .exceptions import (AuthenticationError, ConfigurationError, FilterRejected
 from .jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
 from .settings import MERGE, TABLE_HINTS
 from .readers import DONE, RunGone, in_parallel
+from .run_objects import METADATA_FILE, artifact_rows, metadata_row
 from .transform import ColumnMap, project_row, sweep_row, sweeps_table
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
@@ -71,8 +73,8 @@ def wandb_source(
         allow_insecure_http: allow sending the key over plain http to a non-loopback host.
 
     Returns:
-        Resources `projects`, `runs` (+ `run_config`, `run_summary`), `history` (+ `history_long`),
-        `system_metrics` and `sweeps`.
+        Resources `projects`, `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history`
+        (+ `history_long`), `system_metrics`, `run_metadata`, `artifacts` and `sweeps`.
     """
     if not entity or not isinstance(entity, str):
         raise ConfigurationError("`entity` is required: set it under [sources.wandb] in .dlt/config.toml "
@@ -89,6 +91,8 @@ def wandb_source(
         listing | _runs(client, app_url, track_deletions=not filters),
         listing | _history(client, history_page_size, max_workers, max_history_columns),
         listing | _system_metrics(client, max_workers),
+        listing | _run_metadata(client, max_workers),
+        listing | _artifacts(client),
         _sweeps(client, targets),
     )
 
@@ -294,6 +298,68 @@ def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dic
                          job.key, type(error).__name__, error)
             failed[job.key] = f"{type(error).__name__}: {error}"
     yield from batches.flush()
+
+
+def _run_metadata(client: WandbClient, max_workers: int) -> DltResource:
+    @dlt.transformer(name="run_metadata", write_disposition=MERGE, **TABLE_HINTS["run_metadata"])
+    def run_metadata(listing: dict) -> Iterator[Any]:
+        """One row per run from its `wandb-metadata.json` (host, os, python, gpu, gpu_count, git_remote,
+        git_commit, program, args, ...), keyed (entity, project, run_id). Fetched once per run (files
+        looked up 50 runs per request, downloaded `max_workers` at a time): a second load fetches it only
+        for runs that had none yet (a run that has not uploaded it, or whose download failed)."""
+        loaded = dlt.current.resource_state().setdefault("loaded", {})
+        for page in listing["projects"]:
+            todo = [n["name"] for n in page["runs"] if _run_key_str(page, n["name"]) not in loaded]
+            for start in range(0, len(todo), settings.DETAIL_BATCH_SIZE):
+                rows = _metadata_rows(client, page, todo[start:start + settings.DETAIL_BATCH_SIZE], max_workers)
+                if rows:
+                    yield table_item("run_metadata", rows)
+                loaded.update((_run_key_str(page, row["run_id"]), True) for row in rows)
+
+    return run_metadata
+
+
+def _metadata_rows(client: WandbClient, page: dict, names: list[str], max_workers: int) -> list[dict]:
+    try:
+        urls = client.run_file_urls(page["entity"], page["project"], names, METADATA_FILE)
+    except NotFoundError:
+        return []  # the project went away during the load
+
+    def fetch(name: str) -> Optional[dict]:
+        try:
+            return metadata_row((page["entity"], page["project"], name), json.loads(client.download(urls[name])))
+        except (ServerError, ValueError) as e:
+            logger.warning("could not read %s of run %s: %s; retried on the next load", METADATA_FILE,
+                           _run_key_str(page, name), e)
+            return None
+
+    with ThreadPoolExecutor(max_workers, thread_name_prefix="wandb-metadata") as pool:
+        return [row for row in pool.map(fetch, sorted(urls)) if row]
+
+
+def _artifacts(client: WandbClient) -> DltResource:
+    @dlt.transformer(name="artifacts", write_disposition=MERGE, **TABLE_HINTS["artifacts"])
+    def artifacts(listing: dict) -> Iterator[Any]:
+        """Artifact versions each run logged (`direction` = output) and used (input): name, type, version,
+        aliases, size, digest, created_at. Keyed (entity, project, run_id, direction, artifact_id); join
+        on `name`/`version` or `digest` for lineage. Fetched 50 runs per request, only for runs whose
+        `updated_at` changed since the last load."""
+        seen = dlt.current.resource_state().setdefault("updated_at", {})
+        for page in listing["projects"]:
+            changed = _changed(page, seen)
+            for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
+                batch = changed[start:start + settings.DETAIL_BATCH_SIZE]
+                try:
+                    found = client.run_artifacts(page["entity"], page["project"], [n["name"] for n in batch])
+                except NotFoundError:
+                    break
+                rows = [row for name, by_direction in found.items() for direction, nodes in by_direction.items()
+                        for row in artifact_rows((page["entity"], page["project"], name), direction, nodes)]
+                if rows:
+                    yield table_item("artifacts", rows)
+                seen.update((_run_key_str(page, n["name"]), n.get("updatedAt")) for n in batch)
+
+    return artifacts
 
 
 def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:

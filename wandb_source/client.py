@@ -41,6 +41,13 @@ RUNS_QUERY = """query Runs($entity: String!, $project: String!, $cursor: String,
     runs(filters: $filters, after: $cursor, first: $perPage, order: $order) {
       pageInfo { endCursor hasNextPage }
       edges { node { %s } } } } }"""
+ARTIFACT_FIELDS = """totalCount pageInfo { endCursor hasNextPage }
+  edges { node { id artifactSequence { name } versionIndex artifactType { name } description metadata state
+    size digest fileCount createdAt updatedAt aliases { alias } } }"""
+RUN_ARTIFACTS_FIELDS = "name outputArtifacts(first: %d) { %s } inputArtifacts(first: %d) { %s }"
+MORE_ARTIFACTS_QUERY = """query RunArtifacts($entity: String!, $project: String!, $run: String!, $cursor: String,
+    $perPage: Int) {
+  project(name: $project, entityName: $entity) { run(name: $run) { %s(after: $cursor, first: $perPage) { %s } } } }"""
 PARQUET_QUERY = """query RunParquetHistory($entity: String!, $project: String!, $run: String!) {
   project(name: $project, entityName: $entity) {
     run(name: $run) { parquetHistory(liveKeys: ["_step"]) { parquetUrls liveData } } } }"""
@@ -156,6 +163,8 @@ class WandbClient:
         same_host = urlparse(url).netloc == urlparse(self.base_url).netloc
         headers = None if same_host else {"Authorization": None}  # never leak the key elsewhere
         response = self._send("GET", url, headers=headers)
+        if response.status_code >= 400:  # a JSON error body is not the file
+            raise ServerError(f"W&B answered HTTP {response.status_code} for {url}: {response.text[:200]}")
         return response.content
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -202,9 +211,10 @@ class WandbClient:
             variables["cursor"] = conn["pageInfo"]["endCursor"]
 
     def run_pages(self, entity: str, project: str, filters: dict | None = None, *, full: bool = False,
-                  per_page: int | None = None) -> Iterator[list[dict]]:
-        """Pages of runs in creation order; `full` asks for config, summary and system metrics too."""
-        document = RUNS_QUERY % (RUN_FIELDS if full else LISTING_FIELDS)
+                  per_page: int | None = None, fields: str | None = None) -> Iterator[list[dict]]:
+        """Pages of runs in creation order; `full` asks for config, summary and system metrics too,
+        `fields` for other run fields."""
+        document = RUNS_QUERY % (fields or (RUN_FIELDS if full else LISTING_FIELDS))
         variables: dict = {"entity": entity, "project": project, "perPage": per_page or settings.RUNS_PAGE_SIZE,
                            "order": "+created_at"}
         if filters:
@@ -224,6 +234,39 @@ class WandbClient:
         """The full run objects of `names` (one request per page of names)."""
         pages = self.run_pages(entity, project, {"name": {"$in": names}}, full=True, per_page=len(names))
         return [run for page in pages for run in page]
+
+    def run_file_urls(self, entity: str, project: str, names: list[str], file_name: str) -> dict[str, str]:
+        """{run: download URL} of the file `file_name` of each run in `names` that has it."""
+        fields = 'name files(names: [%s]) { edges { node { name url directUrl } } }' % json.dumps(file_name)
+        urls = {}
+        for page in self.run_pages(entity, project, {"name": {"$in": names}}, per_page=len(names), fields=fields):
+            for run in page:
+                for edge in (run.get("files") or {}).get("edges") or []:
+                    if edge["node"].get("name") == file_name and (edge["node"].get("directUrl") or edge["node"].get("url")):
+                        urls[run["name"]] = edge["node"].get("directUrl") or edge["node"]["url"]
+        return urls
+
+    def run_artifacts(self, entity: str, project: str, names: list[str]) -> dict[str, dict[str, list[dict]]]:
+        """{run: {"output": [artifact version...], "input": [...]}} for the runs in `names`."""
+        size = settings.ARTIFACTS_PAGE_SIZE
+        fields = RUN_ARTIFACTS_FIELDS % (size, ARTIFACT_FIELDS, size, ARTIFACT_FIELDS)
+        out = {}
+        for page in self.run_pages(entity, project, {"name": {"$in": names}}, per_page=len(names), fields=fields):
+            for run in page:
+                out[run["name"]] = {
+                    direction: self._all_artifacts(entity, project, run["name"], field, run.get(field) or {})
+                    for direction, field in (("output", "outputArtifacts"), ("input", "inputArtifacts"))}
+        return out
+
+    def _all_artifacts(self, entity: str, project: str, run: str, field: str, conn: dict) -> list[dict]:
+        nodes = [edge["node"] for edge in conn.get("edges") or []]
+        variables = {"entity": entity, "project": project, "run": run, "perPage": settings.ARTIFACTS_PAGE_SIZE}
+        while (conn.get("pageInfo") or {}).get("hasNextPage"):
+            variables["cursor"] = conn["pageInfo"]["endCursor"]
+            node = (self.query(MORE_ARTIFACTS_QUERY % (field, ARTIFACT_FIELDS), variables).get("project") or {})
+            conn = (node.get("run") or {}).get(field) or {}
+            nodes += [edge["node"] for edge in conn.get("edges") or []]
+        return nodes
 
     def parquet_history(self, entity: str, project: str, run: str) -> tuple[list[str], list[int]] | None:
         """(parquet URLs, live steps), or None when the run is gone."""

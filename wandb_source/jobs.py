@@ -17,6 +17,7 @@ from . import settings
 from .client import WandbClient
 from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
+from .run_objects import metric_axes_rows
 from .transform import (ColumnMap, arrow_metric_tables, arrow_without_nul, key_value_table, loads_wandb,
                         metric_tables, run_row, unwrap_config, without_nul)
 
@@ -38,8 +39,9 @@ def _hints(table: str) -> Any:
 
 
 def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> Iterator[Any]:
-    """Full W&B run objects → `runs` rows, and their config and summary as `run_config` / `run_summary`
-    (one row per key). The API path and the run-log path (offline.py) both build such objects."""
+    """Full W&B run objects → `runs` rows, their config and summary as `run_config` / `run_summary`
+    (one row per key) and their `define_metric` axes as `metric_axes`. The API path and the run-log
+    path (offline.py) both build such objects."""
     rows = [run_row(node, entity, project, app_url) for node in nodes]
     yield table_item("runs", rows)
     keys = [(row["entity"], row["project"], row["run_id"]) for row in rows]
@@ -50,6 +52,9 @@ def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> It
         arrow = key_value_table(keys, values, skip)
         if arrow is not None:
             yield table_item(table, arrow)
+    axes = [row for key, config in zip(keys, configs) for row in metric_axes_rows(key, config.get("_wandb"))]
+    if axes:
+        yield table_item("metric_axes", axes)
 
 
 @dataclass

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from google.protobuf import json_format
+
 from .runlog import LogEnd, read_records
 
 TAIL_BYTES = 4096  # the bytes before a checkpoint's offset, fingerprinted to see the log is the same file
@@ -153,6 +155,27 @@ def _apply(log: RunLog, record: Any) -> None:
         log.events.append(row)
     elif kind == "exit":
         log.exit_code = record.exit.exit_code
+    elif kind == "metric":
+        _define_metric(log, record.metric)
+    elif kind == "environment":  # what the API path reads from wandb-metadata.json
+        log.node["metadata"] = {**log.node.get("metadata", {}), **json_format.MessageToDict(record.environment)}
+
+
+def _define_metric(log: RunLog, metric: Any) -> None:
+    """A `define_metric` record → config `_wandb.m`, encoded as the SDK encodes it for the server."""
+    internal = log.config.get("_wandb")
+    if not isinstance(internal, dict):
+        internal = log.config["_wandb"] = {}
+    metrics = internal.setdefault("m", [])
+    record = {"1": metric.name, "2": metric.glob_name, "4": metric.step_metric,
+              "6": _set_flags(metric.options), "7": _set_flags(metric.summary), "8": metric.goal}
+    record = {k: v for k, v in record.items() if v}
+    name = record.get("1") or record.get("2")
+    metrics[:] = [m for m in metrics if (m.get("1") or m.get("2")) != name] + [record]
+
+
+def _set_flags(message: Any) -> list[int]:
+    return [field.number for field, value in message.ListFields() if value is True]
 
 
 def _items(items: Any) -> dict:

@@ -4,8 +4,9 @@
     pipeline.run(wandb_offline_source("./wandb"))
 
 Every log under `offline_dir` (recursively; online and offline runs alike) becomes the same rows as the
-online path: `runs` (+ `run_config`, `run_summary`), `history` (+ `history_long`), `system_metrics`,
-`metric_columns`. Entity and project are the ones recorded in the log, or `entity` / `project` when
+online path: `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history` (+ `history_long`),
+`system_metrics`, `run_metadata` (from the log's environment record), `metric_columns`. Artifacts are
+not in the log in a form that names them as the server does: not loaded from logs. Entity and project are the ones recorded in the log, or `entity` / `project` when
 given (a run logged offline without them has none). One resource, `history`, sends all tables. Its
 state holds per log (path) the size and mtime last read, per run the last step loaded, and for a log
 without an exit record (a run still going) a checkpoint: the byte offset read up to and what the
@@ -32,6 +33,7 @@ from . import settings
 from .exceptions import ConfigurationError
 from .jobs import named_tables, run_tables, table_item
 from .logged_run import RunLog, combine, end_message, parse_log
+from .run_objects import metadata_row
 from .runlog import RunLogError
 from .transform import ColumnMap, metric_tables
 
@@ -177,6 +179,9 @@ def _run_key(log: RunLog) -> str:
 def _log_tables(log: RunLog, last_step: Optional[int], columns: ColumnMap, system: ColumnMap) -> Iterator[Any]:
     yield from run_tables([{**log.node, "url": str(log.path)}], log.entity, log.project, "")
     run_key = (log.entity, log.project, log.node["name"])
+    metadata = metadata_row(run_key, log.node.get("metadata"))
+    if metadata:
+        yield table_item("run_metadata", [metadata])
     new = [r for r in log.history if last_step is None or r["_step"] > last_step]
     for table, tables in (("history", metric_tables(new, run_key, columns, "_step")),
                           ("system_metrics", metric_tables(log.events, run_key, system, "_timestamp"))):

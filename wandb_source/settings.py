@@ -7,7 +7,8 @@ RUNS_PAGE_SIZE = 500  # runs per listing page (the light fragment is small)
 DETAIL_BATCH_SIZE = 50  # changed runs fetched in full per request (`name: {"$in": [...]}`)
 HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage request
 EVENTS_SAMPLES = 1_000_000  # `events(samples:)` is sampled: ask for more than any run has
-MAX_WORKERS = 8  # runs whose history is fetched at the same time
+MAX_WORKERS = 8  # runs whose history (or metadata file) is fetched at the same time
+ARTIFACTS_PAGE_SIZE = 100  # artifacts per run and direction in one request
 PARALLEL_PARSE_MIN_BYTES = 8_000_000  # run logs to read before worker processes pay off (offline.py)
 
 # -- retries ---------------------------------------------------------------------------------
@@ -58,6 +59,15 @@ TABLE_HINTS: dict = {
     "metric_columns": {"primary_key": ("table_name", "key", "kind"),
                        "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
     "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
+    "run_metadata": {"primary_key": RUN_KEY, "columns": _typed("timestamp", "started_at", "heartbeat_at")},
+    "artifacts": {"primary_key": (*RUN_KEY, "direction", "artifact_id"),
+                  "columns": {**_typed("text", "direction", "artifact_id", "name", "type", "version", "digest",
+                                       "state", "description"),
+                              **_typed("bigint", "size", "file_count"), **_typed("json", "aliases", "metadata"),
+                              **_typed("timestamp", "created_at", "updated_at")}},
+    "metric_axes": {"primary_key": (*RUN_KEY, "metric"),
+                    "columns": {**_typed("text", "metric", "step_metric", "goal"), **_typed("bool", "is_glob", "hidden"),
+                                **_typed("json", "summary")}},
 }
 
 # -- W&B -------------------------------------------------------------------------------------

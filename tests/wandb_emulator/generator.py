@@ -122,7 +122,7 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
     if state not in ("running", "pending") and n:
         exported = int(n * spec.parquet_fraction)
         run.export_bounds = [b for b in sorted({exported // 2, exported}) if b > 0]
-    if spec.awkward and state == "finished":
+    if state == "finished":
         run.output_artifacts = [_artifact(run, "model", f"model-{run_id}", index)]
         run.input_artifacts = [_artifact(run, "dataset", "cifar10", 0)]
     return run
@@ -212,7 +212,11 @@ def _config(spec: DatasetSpec, index: int) -> dict:
         "model": {"layers": 2 + index % 4, "hidden": 256, "dropout": 0.1},
         "_wandb": {
             "python_version": "3.11.7", "cli_version": "0.31.0", "framework": "torch",
-            "m": [{"1": "eval/loss", "5": 1, "6": [1]}, {"1": "eval/acc", "5": 1, "6": [1]}],
+            # define_metric("epoch"); define_metric("eval/loss", step_metric="epoch", summary="min",
+            # goal="minimize"); define_metric("eval/acc", step_metric="epoch", summary="max") — as the SDK
+            # stores them: protobuf field numbers, "5" the 1-based index of the step metric's record
+            "m": [{"1": "epoch", "6": [3]}, {"1": "eval/loss", "5": 1, "6": [1, 3], "7": [1], "8": 1},
+                  {"1": "eval/acc", "5": 1, "6": [1, 3], "7": [2]}],
             "t": {"1": [1, 55], "3": [13, 16]},
         },
         "wandb_version": "0.31.0",
