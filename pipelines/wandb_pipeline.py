@@ -1,17 +1,21 @@
 """Load W&B into the destination configured in .dlt/config.toml (DuckDB by default).
 
-    python pipelines/wandb_pipeline.py           # uses [sources.wandb] and [pipelines.wandb_pipeline]
-    python pipelines/wandb_pipeline.py --demo    # no account needed: the bundled W&B emulator
+    python pipelines/wandb_pipeline.py                     # [sources.wandb] and [pipelines.wandb_pipeline]
+    python pipelines/wandb_pipeline.py --demo              # no account needed: the bundled W&B emulator
+    python pipelines/wandb_pipeline.py --project team/proj --since 2026-11-01 --dry-run
     python pipelines/wandb_pipeline.py --offline-dir ./wandb   # local run logs, no server at all
 
-Pipeline `wandb_pipeline`, dataset `wandb_data`. Exit code 0 on success, 1 on a failed load (one
-readable message), 2 when the load succeeded but some runs could not be fetched (they are retried
-next time).
+Pipeline `wandb_pipeline`, dataset `wandb_data` (or --dataset). Exit code 0 on success, 1 on a failed
+load or bad option (one readable message), 2 when the load succeeded but some runs could not be
+fetched (they are retried next time).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import logging
 import os
 import sys
 import time
@@ -22,26 +26,79 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # .dlt/ and the DuckDB file live in the project folder
 
 import dlt  # noqa: E402
+from dlt.common.configuration.exceptions import ConfigFieldMissingException  # noqa: E402
+from dlt.common.destination.exceptions import UnknownDestinationModule  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from wandb_source import WandbSourceError, wandb_source  # noqa: E402
+from wandb_source import ConfigurationError, WandbSourceError, wandb_source  # noqa: E402
 from wandb_source.offline import wandb_offline_source  # noqa: E402
+from wandb_source.plan import plan_load  # noqa: E402
 from wandb_source.runner import destination_name, run_load  # noqa: E402
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
-TABLES = ("projects", "runs", "run_config", "run_summary", "history", "history_long", "system_metrics",
-          "system_metrics_long", "sweeps")
+TABLES = ("projects", "runs", "run_config", "run_summary", "run_metadata", "metric_axes", "artifacts", "history",
+          "history_long", "system_metrics", "system_metrics_long", "sweeps")
+PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--demo", action="store_true",
-                        help="start the bundled W&B emulator with sample data and load it (no account needed)")
-    parser.add_argument("--offline-dir", metavar="DIR",
-                        help="load the W&B run logs (run-<id>.wandb) under DIR instead of the W&B API: no server, "
-                             "no key (also [sources.wandb] offline_dir)")
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Without options, everything comes from .dlt/config.toml and .dlt/secrets.toml ([sources.wandb]).")
+    what = parser.add_argument_group("what to load")
+    what.add_argument("--entity", help="W&B entity (user or team); overrides [sources.wandb] entity")
+    what.add_argument("--project", action="append", metavar="[ENTITY/]PROJECT",
+                      help="a project to load; repeat for several; ENTITY/PROJECT loads from another entity "
+                           "(default: [sources.wandb] projects, else every project of the entity)")
+    what.add_argument("--filter", metavar="JSON",
+                      help='W&B run filter, Mongo-style JSON, e.g. \'{"state": "finished"}\' (runs, history, ...)')
+    what.add_argument("--since", metavar="DATE",
+                      help="only runs created or updated after DATE (ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00)")
+    what.add_argument("--offline-dir", metavar="DIR",
+                      help="load the W&B run logs (run-<id>.wandb) under DIR instead of the W&B API: no server, "
+                           "no key (also [sources.wandb] offline_dir); --entity/--project override the log's")
+    what.add_argument("--demo", action="store_true",
+                      help="start the bundled W&B emulator with sample data and load it (no account needed)")
+    where = parser.add_argument_group("where to load it")
+    where.add_argument("--destination", help="dlt destination: duckdb, postgres, filesystem, ... "
+                                             "(default: [pipelines.wandb_pipeline] destination_type)")
+    where.add_argument("--dataset", default=DATASET_NAME, help=f"dataset (schema) name (default: {DATASET_NAME})")
+    how = parser.add_argument_group("how")
+    how.add_argument("--full-refresh", action="store_true",
+                     help="drop this source's tables and state, then load everything again")
+    how.add_argument("--dry-run", action="store_true",
+                     help="print the plan (projects, new and changed runs, steps and requests) and load nothing")
+    how.add_argument("--progress", choices=PROGRESS, default="log",
+                     help="dlt's progress display (default: log); the source also reports runs done and rows/s")
+    how.add_argument("--verbose", action="store_true", help="show tracebacks on failure, and debug logs")
     return parser.parse_args(argv)
+
+
+def run_filter(args: argparse.Namespace) -> dict | None:
+    """--filter and --since as one W&B filter (None: no filter)."""
+    parts = []
+    if args.filter:
+        try:
+            parts.append(json.loads(args.filter))
+        except ValueError as e:
+            raise ConfigurationError(f"--filter is not valid JSON ({e}): write it like '{{\"state\": \"finished\"}}'")
+        if not isinstance(parts[-1], dict):
+            raise ConfigurationError("--filter must be a JSON object, like '{\"state\": \"finished\"}'")
+    if args.since:
+        since = parse_since(args.since)
+        parts.append({"$or": [{"createdAt": {"$gt": since}}, {"updatedAt": {"$gt": since}}]})
+    return None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def parse_since(text: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"--since {text!r} is not a date: use ISO 8601, e.g. 2026-11-01 or "
+                                 "2026-11-01T12:00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")  # W&B's own format (UTC)
 
 
 def start_demo_server():
@@ -54,20 +111,88 @@ def start_demo_server():
     return emulator
 
 
-def make_pipeline() -> dlt.Pipeline:
-    return dlt.pipeline(PIPELINE_NAME, dataset_name=DATASET_NAME, progress="log")
+def make_source(args: argparse.Namespace, emulator):
+    offline_dir = args.offline_dir or dlt.config.get("sources.wandb.offline_dir")
+    if emulator is None and offline_dir:
+        if args.filter or args.since:
+            raise ConfigurationError("--filter and --since apply to the W&B API, not to --offline-dir")
+        if len(args.project or []) > 1:
+            raise ConfigurationError("--offline-dir takes one --project (it overrides the project the logs recorded)")
+        entity, project = _entity_project(args.entity, (args.project or [None])[0])
+        return wandb_offline_source(offline_dir, entity=entity, project=project)
+    options: dict = {"filters": run_filter(args)} if (args.filter or args.since) else {}
+    if args.project:
+        options["projects"] = args.project
+    entity = args.entity or _entity_of(args.project)
+    if emulator is not None:
+        options.update(base_url=emulator.url, api_key=emulator.api_key)
+        entity = entity or "emulator"
+    return wandb_source(entity=entity, **options) if entity else wandb_source(**options)
+
+
+def _entity_project(entity: str | None, project: str | None) -> tuple[str | None, str | None]:
+    if project and "/" in project:
+        return tuple(project.strip("/").split("/", 1))  # type: ignore[return-value]
+    return entity, project
+
+
+def _entity_of(projects: list[str] | None) -> str | None:
+    """With only ENTITY/PROJECT forms given, the first one's entity is the default."""
+    if projects and all("/" in p for p in projects) and not dlt.config.get("sources.wandb.entity"):
+        return projects[0].split("/", 1)[0]
+    return None
+
+
+def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
+    options = {"destination": args.destination} if args.destination else {}
+    progress = None if args.progress == "none" else args.progress
+    try:
+        return dlt.pipeline(PIPELINE_NAME, dataset_name=args.dataset, progress=progress, **options)
+    except UnknownDestinationModule:
+        raise ConfigurationError(f"unknown destination {args.destination!r}: use --destination duckdb, postgres or "
+                                 "filesystem, or another dlt destination (with its extra installed, e.g. "
+                                 "pip install 'dlt[bigquery]')") from None
+
+
+def show_source_progress(verbose: bool) -> None:
+    """The source's own progress lines (logger `wandb_source.progress`) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    progress = logging.getLogger("wandb_source.progress")
+    progress.addHandler(handler)
+    progress.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def print_plan(pipeline: dlt.Pipeline, source) -> None:
+    try:
+        pipeline.sync_destination()  # the state of the last load may live only in the destination
+    except Exception:  # noqa: BLE001 - a destination not created yet: nothing loaded so far
+        pass
+    state = pipeline.state.get("sources", {}).get(source.name, {})
+    plans = plan_load(source, state)
+    print(f"\nPlan (dry run: nothing is loaded) into {destination_name(pipeline)} dataset {pipeline.dataset_name}:")
+    print(f"  {'project':<40} {'runs':>8} {'new':>8} {'changed':>8} {'steps':>12} {'requests':>9}")
+    for p in plans:
+        print(f"  {p.name:<40} {p.runs:>8,} {p.new:>8,} {p.changed:>8,} {p.steps:>12,} {p.requests:>9,}")
+    total = lambda field: sum(getattr(p, field) for p in plans)  # noqa: E731
+    print(f"  {'total':<40} {total('runs'):>8,} {total('new'):>8,} {total('changed'):>8,} {total('steps'):>12,} "
+          f"{total('requests'):>9,}")
+    print("  (steps: history rows to fetch; requests: at most, fewer where history comes from parquet exports)")
 
 
 def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
     normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     counts = normalized.row_counts if normalized else {}
     state = pipeline.state.get("sources", {}).get("wandb", {}).get("resources", {})
-    print(f"\nLoaded into {destination_name(pipeline)} dataset {DATASET_NAME} in {seconds:.1f}s:")
+    print(f"\nLoaded into {destination_name(pipeline)} dataset {pipeline.dataset_name} in {seconds:.1f}s:")
+    print(f"  {'table':<22} {'rows':>14}")
     for table in TABLES:
         if counts.get(table):
             print(f"  {table:<22} {counts[table]:>10,} rows")
     if not any(counts.get(t) for t in ("runs", "history", "system_metrics")):
         print("  nothing new: every run is up to date")
+    elif counts.get("history") and seconds > 0:
+        print(f"  {'history rows/s':<22} {counts['history'] / seconds:>14,.0f}")
     failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
     if failed:
         print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)
@@ -94,20 +219,21 @@ def explain(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    emulator = start_demo_server() if args.demo else None
+    show_source_progress(args.verbose)
+    emulator = None
     started = time.monotonic()
     try:
-        offline_dir = args.offline_dir or dlt.config.get("sources.wandb.offline_dir")
-        if emulator is not None:
-            source = wandb_source(entity="emulator", base_url=emulator.url, api_key=emulator.api_key)
-        elif offline_dir:
-            source = wandb_offline_source(offline_dir)
-        else:
-            source = wandb_source()
-        pipeline = make_pipeline()
-        run_load(pipeline, source)
+        emulator = start_demo_server() if args.demo else None
+        source = make_source(args, emulator)
+        pipeline = make_pipeline(args)
+        if args.dry_run:
+            if args.offline_dir or not hasattr(source, "resources") or "runs_listing" not in source.resources:
+                raise ConfigurationError("--dry-run plans loads from the W&B API; it does not read --offline-dir")
+            print_plan(pipeline, source)
+            return 0
+        run_load(pipeline, source, refresh="drop_sources" if args.full_refresh else None)
         return print_summary(pipeline, time.monotonic() - started)
-    except (PipelineStepFailed, WandbSourceError, dlt.common.configuration.exceptions.ConfigFieldMissingException) as e:
+    except (PipelineStepFailed, WandbSourceError, ConfigFieldMissingException) as e:
         if args.verbose:
             raise
         print(f"wandb_pipeline failed: {explain(e)}", file=sys.stderr)

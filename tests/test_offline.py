@@ -176,9 +176,14 @@ def test_pipeline_script_loads_a_directory_of_run_logs(tmp_path, run_log):
     env.update({"DLT_DATA_DIR": str(cwd / "dlt_home"), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                 "WANDB_ERROR_REPORTING": "false"})
     done = subprocess.run([sys.executable, str(cwd / "pipelines" / "wandb_pipeline.py"), "--offline-dir",
-                           str(tmp_path / "logs")], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "logs"), "--project", "team/renamed"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "history" in done.stdout and f"{STEPS:>10,} rows" in done.stdout
+    import duckdb
+
+    with duckdb.connect(str(cwd / "wandb_pipeline.duckdb"), read_only=True) as con:  # the log said lab/offline-proj
+        assert con.execute("SELECT DISTINCT entity, project FROM wandb_data.history").fetchall() == [("team", "renamed")]
 
 
 # what only the server knows (or only the log): not compared between the two paths

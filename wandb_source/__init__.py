@@ -33,6 +33,7 @@ from .exceptions import (AuthenticationError, ConfigurationError, FilterRejected
                          ServerError, WandbSourceError)
 from .jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
 from .settings import MERGE, TABLE_HINTS
+from .progress import Progress
 from .readers import DONE, RunGone, in_parallel
 from .run_objects import METADATA_FILE, artifact_rows, metadata_row
 from .transform import ColumnMap, project_row, sweep_row, sweeps_table
@@ -241,7 +242,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         jobs = _jobs(listing, cursors)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
         work = lambda job: history_batches(client, job, columns, page_size, pipeline)  # noqa: E731
-        yield from _run_jobs(jobs, work, max_workers, state, cursors)
+        yield from _run_jobs(jobs, work, max_workers, state, cursors, "history")
         yield from _metric_columns(columns, "history")
 
     return history
@@ -259,7 +260,7 @@ def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         jobs = _jobs(listing, cursors)
         work = lambda job: event_batches(client, job, columns)  # noqa: E731
-        yield from _run_jobs(jobs, work, max_workers, state, cursors)
+        yield from _run_jobs(jobs, work, max_workers, state, cursors, "system_metrics")
         yield from _metric_columns(columns, "system_metrics")
 
     return system_metrics
@@ -278,15 +279,19 @@ def _jobs(listing: dict, cursors: dict) -> list[RunJob]:
             for page in listing["projects"] for n in _changed(page, cursors)]
 
 
-def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict) -> Iterator[Any]:
+def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict, table: str) -> Iterator[Any]:
     """Fetch runs concurrently; tables are batched (fewer, larger items for dlt). A run's cursor
     advances in state, which dlt commits only with the extracted package."""
     failed = state.setdefault("failed", {})
     batches = TableBatches()
+    progress = Progress(table, len(jobs))
     for job, item, error in in_parallel(jobs, work, max_workers):
         if item is not DONE:
+            progress.rows(*item)
             yield from batches.add(*item)
-        elif error is None:
+            continue
+        progress.run_done()
+        if error is None:
             cursors[job.key] = job.state()
             failed.pop(job.key, None)
         elif isinstance(error, RunGone):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 import dlt
 from dlt.common import logger
@@ -25,15 +25,16 @@ DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 USER_SET_DUCKDB_CONFIG = DUCKDB_GLOBAL_CONFIG in os.environ  # read before this module sets it
 
 
-def run_load(pipeline: dlt.Pipeline, source: Any) -> Any:
+def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None) -> Any:
     """Finish an interrupted load, then extract, normalize and load `source`; returns the LoadInfo
-    (None when nothing was extracted). Raises on failed jobs."""
+    (None when nothing was extracted). Raises on failed jobs. `refresh="drop_sources"` drops the
+    source's tables and state first (dlt's refresh modes), so everything is loaded again."""
     if pipeline.has_pending_data:
         logger.warning("finishing the load that was interrupted last time")
         repair_interrupted_normalize(pipeline)
         reset_interrupted_merges(pipeline)
     _normalize_and_load(pipeline)  # also syncs state with the destination, once
-    pipeline.extract(source, **load_options(destination_name(pipeline)))
+    pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))
     return _normalize_and_load(pipeline)
 
 

@@ -9,6 +9,7 @@ HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage request
 EVENTS_SAMPLES = 1_000_000  # `events(samples:)` is sampled: ask for more than any run has
 MAX_WORKERS = 8  # runs whose history (or metadata file) is fetched at the same time
 ARTIFACTS_PAGE_SIZE = 100  # artifacts per run and direction in one request
+PROGRESS_EVERY_SECONDS = 10.0  # how often a long load reports runs done and rows/s (progress.py)
 PARALLEL_PARSE_MIN_BYTES = 8_000_000  # run logs to read before worker processes pay off (offline.py)
 
 # -- retries ---------------------------------------------------------------------------------

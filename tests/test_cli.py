@@ -1,0 +1,127 @@
+"""The options of `pipelines/wandb_pipeline.py`, run as a user would against the emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import duckdb
+import psycopg2
+import pytest
+
+from tests.test_pipeline_script import PG_DSN, project_dir, run_script
+
+ENTITY, PROJECT = "emulator", "demo"
+
+
+def duck(cwd, sql: str) -> list:
+    with duckdb.connect(str(cwd / "wandb_pipeline.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def server_runs(emulator) -> list:
+    return list(emulator.store.project(ENTITY, PROJECT).runs.values())
+
+
+def test_projects_of_two_entities_in_one_go(tmp_path, emulator):
+    from tests.wandb_emulator.store import Run, RunHistory
+
+    now = dt.datetime.now(dt.timezone.utc)
+    emulator.store.add_project("other-team", "side")
+    emulator.store.add_run(Run(entity="other-team", project="side", name="side-run", display_name="side",
+                               state="finished", created_at=now, updated_at=now, heartbeat_at=now,
+                               history=RunHistory()))
+    cwd = project_dir(tmp_path, "duckdb", entity="")
+    done = run_script(cwd, emulator, "--project", "emulator/demo", "--project", "other-team/side")
+    assert done.returncode == 0, done.stderr
+    got = duck(cwd, "SELECT entity, project, count(*) FROM wandb_data.runs GROUP BY 1, 2 ORDER BY 1")
+    assert got == [("emulator", "demo", len(server_runs(emulator))), ("other-team", "side", 1)]
+
+
+def test_destination_and_dataset_options(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    dataset = f"cli_{tmp_path.name[-8:].replace('-', '_')}"
+    done = run_script(cwd, emulator, "--destination", "postgres", "--dataset", dataset, "--project", PROJECT)
+    try:
+        assert done.returncode == 0, done.stderr
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {dataset}.runs")
+            assert cur.fetchone()[0] == len(server_runs(emulator))
+        assert not (cwd / "wandb_pipeline.duckdb").exists()
+        assert f"into postgres dataset {dataset}" in done.stdout
+    finally:
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {dataset} CASCADE; DROP SCHEMA IF EXISTS {dataset}_staging CASCADE")
+
+
+def test_filter_and_since_select_runs(tmp_path, emulator):
+    runs = server_runs(emulator)
+    cwd = project_dir(tmp_path, "duckdb")
+    done = run_script(cwd, emulator, "--filter", '{"state": "finished"}')
+    assert done.returncode == 0, done.stderr
+    finished = {r.name for r in runs if r.state == "finished"}
+    assert {r for (r,) in duck(cwd, "SELECT run_id FROM wandb_data.runs")} == finished
+    assert {r for (r,) in duck(cwd, "SELECT DISTINCT run_id FROM wandb_data.history")} <= finished
+
+    since = sorted(r.created_at for r in runs)[len(runs) // 2]
+    (tmp_path / "since").mkdir()
+    cwd = project_dir(tmp_path / "since", "duckdb")
+    done = run_script(cwd, emulator, "--since", since.isoformat())
+    assert done.returncode == 0, done.stderr
+    want = {r.name for r in runs if r.created_at > since or r.updated_at > since}
+    assert {r for (r,) in duck(cwd, "SELECT run_id FROM wandb_data.runs")} == want and want != {r.name for r in runs}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--filter", "{state: finished"], "--filter is not valid JSON"),
+    (["--filter", "[1]"], "--filter must be a JSON object"),
+    (["--since", "last tuesday"], "--since 'last tuesday' is not a date"),
+    (["--destination", "nosuchdb"], "nosuchdb"),
+])
+def test_bad_options_exit_1_with_one_paragraph(tmp_path, emulator, args, message):
+    done = run_script(project_dir(tmp_path, "duckdb"), emulator, *args)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_dry_run_plans_without_loading(tmp_path, emulator):
+    runs = server_runs(emulator)
+    cwd = project_dir(tmp_path, "duckdb")
+    done = run_script(cwd, emulator, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    total = _plan_row(done.stdout, "total")
+    assert total[:4] == [len(runs), len(runs), 0, sum(len(r.history) for r in runs)]
+    assert not (cwd / "wandb_pipeline.duckdb").exists() or not duck(
+        cwd, "SELECT * FROM information_schema.tables WHERE table_name = 'runs'")
+
+    assert run_script(cwd, emulator).returncode == 0
+    changed = next(r for r in runs if r.state == "running")
+    last = changed.history.last_step
+    emulator.store.append_steps(ENTITY, PROJECT, changed.name, [{"_step": last + i, "loss": 1 / i} for i in (1, 2, 3)])
+    done = run_script(cwd, emulator, "--dry-run")
+    assert _plan_row(done.stdout, f"{ENTITY}/{PROJECT}")[:4] == [len(runs), 0, 1, 3]
+
+
+def _plan_row(stdout: str, name: str) -> list[int]:
+    line = next(line for line in stdout.splitlines() if line.split() and line.split()[0] == name)
+    return [int(v.replace(",", "")) for v in line.split()[1:]]
+
+
+def test_full_refresh_reloads_everything_and_progress_is_shown(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    first = run_script(cwd, emulator)
+    assert first.returncode == 0, first.stderr
+    steps = sum(len(r.history) for r in server_runs(emulator))
+    assert f"history: {len(server_runs(emulator))}/{len(server_runs(emulator))} runs" in first.stderr
+    assert "nothing new" in run_script(cwd, emulator).stdout
+    again = run_script(cwd, emulator, "--full-refresh")
+    assert again.returncode == 0, again.stderr
+    assert f"{'history':<22} {steps:>10,} rows" in again.stdout
+    assert duck(cwd, "SELECT count(*) FROM wandb_data.history")[0][0] == steps
+
+
+def test_summary_lists_the_new_tables(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    done = run_script(cwd, emulator)
+    for table in ("runs", "run_metadata", "metric_axes", "artifacts", "history", "system_metrics"):
+        assert f"  {table:<22}" in done.stdout, done.stdout
+    assert json.loads(duck(cwd, "SELECT args FROM wandb_data.run_metadata LIMIT 1")[0][0])[0] == "--lr"

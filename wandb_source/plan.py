@@ -1,0 +1,75 @@
+"""What a load would do, without doing it (`wandb_pipeline.py --dry-run`): per project, the runs listed,
+new and changed since the last load (from the pipeline's state), the history steps to fetch and the
+requests to expect. One listing of the runs is all it costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from . import settings
+
+
+@dataclass
+class ProjectPlan:
+    entity: str
+    project: str
+    runs: int = 0
+    new: int = 0
+    changed: int = 0
+    steps: int = 0  # history rows to fetch (for a changed run: the steps past the last one loaded)
+    requests: int = 0  # an upper bound: every history page fetched live, none from parquet exports
+
+    @property
+    def name(self) -> str:
+        return f"{self.entity}/{self.project}"
+
+
+def plan_load(source: Any, state: dict, history_page_size: int = settings.HISTORY_PAGE_SIZE) -> list[ProjectPlan]:
+    """Plans of every project of `source` (a `wandb_source`), given the pipeline's source state."""
+    resources = state.get("resources", {})
+    loaded_runs = resources.get("runs", {}).get("updated_at", {})
+    cursors = resources.get("history", {}).get("runs", {})
+    metadata = resources.get("run_metadata", {}).get("loaded", {})
+    selected = set(source.selected_resources)
+    (listing,) = list(source.resources["runs_listing"])
+    plans = [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
+             for page in listing["projects"]]
+    return plans
+
+
+def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selected: set, page_size: int) -> ProjectPlan:
+    plan = ProjectPlan(page["entity"], page["project"], runs=len(page["runs"]))
+    plan.requests = 2 + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)  # projects, sweeps, listing
+    changed_runs = []
+    for node in page["runs"]:
+        key = f"{page['entity']}/{page['project']}/{node['name']}"
+        if key not in loaded:
+            plan.new += 1
+        elif _previous(loaded[key]) != node.get("updatedAt"):
+            plan.changed += 1
+        else:
+            continue
+        changed_runs.append(node)
+        steps = _steps_to_fetch(node, cursors.get(key))
+        plan.steps += steps
+        if "history" in selected and (steps or key not in cursors):
+            plan.requests += 1 + max(1, math.ceil(steps / page_size))  # parquet lookup + live pages
+        plan.requests += "system_metrics" in selected
+        plan.requests += "run_metadata" in selected and key not in metadata
+    batches = math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
+    plan.requests += batches * (("runs" in selected) + ("artifacts" in selected) + ("run_metadata" in selected))
+    return plan
+
+
+def _previous(value: Any) -> Any:
+    return value[0] if isinstance(value, list) else value
+
+
+def _steps_to_fetch(node: dict, cursor: Any) -> int:
+    count = node.get("historyLineCount") or 0
+    if not cursor or len(cursor) < 2 or cursor[1] is None:
+        return count
+    return max(0, count - (cursor[1] + 1))  # steps past the last one loaded, if steps count from 0
