@@ -3,15 +3,17 @@
 - `run_rows`: a run's rows already loaded, read only when a run was rewound (its old steps that no
   longer exist are deleted) or vanished from W&B (its row is kept and marked deleted). Any destination,
   through `pipeline.dataset()` (Delta tables through deltalake); nothing outside a pipeline.
+- `table_batches`: a whole loaded table as Arrow batches, for exports and plots.
 - `load_options`: `pipeline.run` options per destination (Delta tables, parquet via ADBC).
 - `duckdb_memory_limit`: DuckDB's memory cap for a schema's widest table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import dlt
+import pyarrow as pa
 from dlt.common import logger
 
 
@@ -62,9 +64,23 @@ def _delta_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], column
         logger.info("could not open delta table %s: %s", table, e)
         return []
     filters = [(name, "=", value) for name, value in zip(("entity", "project", "run_id"), run_key)]
-    wanted = None if columns == "*" else [c.strip() for c in columns.split(",")]
+    wanted = None if columns == "*" else [c.strip().strip('"') for c in columns.split(",")]
     return delta.to_pyarrow_table(columns=wanted, filters=filters).to_pylist()
 
+
+def table_batches(pipeline: Any, table: str, chunk_size: int = 100_000) -> Iterator[pa.Table]:
+    """A loaded table as Arrow tables of at most `chunk_size` rows, from any destination (nothing
+    when the table was never loaded). Delta tables are read with deltalake: no DuckDB extension."""
+    if table not in pipeline.default_schema.tables or not pipeline.default_schema.get_table_columns(table):
+        return
+    if pipeline.destination.destination_name == "filesystem":
+        from dlt.common.libs.deltalake import get_delta_tables
+
+        dataset = get_delta_tables(pipeline, table)[table].to_pyarrow_dataset()
+        for batch in dataset.to_batches(batch_size=chunk_size):
+            yield pa.Table.from_batches([batch])
+        return
+    yield from pipeline.dataset()[table].iter_arrow(chunk_size=chunk_size)
 
 
 def duckdb_memory_limit(schema: Any) -> str:

@@ -1,0 +1,53 @@
+"""Write the loaded W&B dataset as the parquet files of the exporter this project replaces:
+runs_metadata.parquet, runs_metadata_{config,summary,metadata,system_metrics,system_attrs,sweep_info}.parquet
+and runs_history.parquet (see wandb_source/export.py for their columns).
+
+    python pipelines/export_parquet.py                 # from the dataset wandb_pipeline.py loaded, into ./data
+    python pipelines/export_parquet.py --out exports --destination postgres --dataset wandb_data
+
+Reads from whichever destination the pipeline loads into (DuckDB, Postgres, parquet/delta files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wandb_pipeline import DATASET_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
+
+import dlt  # noqa: E402
+
+from wandb_source import WandbSourceError  # noqa: E402
+from wandb_source.export import export_parquet  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="data", help="folder for the files (default: data/ in the project)")
+    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
+    parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = {"destination": args.destination} if args.destination else {}
+    pipeline = dlt.pipeline("wandb_pipeline", dataset_name=args.dataset, **options)
+    try:
+        pipeline.sync_destination()
+        if not pipeline.default_schema_name or "runs" not in pipeline.default_schema.tables:
+            print(f"nothing to export: dataset {args.dataset} has no runs yet; run pipelines/wandb_pipeline.py first",
+                  file=sys.stderr)
+            return 1
+        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+        for name, count in export_parquet(pipeline, out).items():
+            print(f"  {out / name}  {count:>12,} rows")
+        return 0
+    except (WandbSourceError, dlt.common.exceptions.DltException) as e:
+        print(f"export_parquet failed: {explain(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

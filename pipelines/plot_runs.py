@@ -1,0 +1,85 @@
+"""Plot metric curves of loaded runs to a PNG — for looking at runs without the W&B UI.
+
+    python pipelines/plot_runs.py --metric train/loss                      # the 10 newest runs
+    python pipelines/plot_runs.py --metric eval/loss --metric eval/acc --run bright-sun-3 --run k2x9a
+    python pipelines/plot_runs.py --metric eval/acc --x epoch --out acc.png --log-y
+
+Reads the dataset wandb_pipeline.py loaded (any destination). One panel per metric, one line per run.
+The x axis is the metric's define_metric step axis when the run set one, else `_step` (or --x).
+Needs matplotlib (pip install -e '.[plot]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wandb_pipeline import DATASET_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
+
+import dlt  # noqa: E402
+
+from wandb_source import WandbSourceError  # noqa: E402
+from wandb_source.curves import curve, find_runs  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--metric", action="append", required=True, help="W&B key to plot; repeat for several")
+    parser.add_argument("--run", action="append", default=[],
+                        help="run id, display name or entity/project/run_id; repeat (default: the newest runs)")
+    parser.add_argument("--max-runs", type=int, default=10, help="runs plotted without --run (default: 10)")
+    parser.add_argument("--x", help="x axis: _step, _runtime, _timestamp or a logged key such as epoch "
+                                    "(default: the metric's define_metric step axis, else _step)")
+    parser.add_argument("--out", default="runs.png", help="PNG file to write (default: runs.png)")
+    parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
+    parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
+    return parser.parse_args(argv)
+
+
+def plot(curves_by_metric: dict, out: Path, log_y: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(curves_by_metric), 1, figsize=(9, 3.5 * len(curves_by_metric)), squeeze=False)
+    for ax, (metric, curves) in zip(axes[:, 0], curves_by_metric.items()):
+        for c in curves:
+            if c.points:
+                xs, ys = zip(*c.points)
+                ax.plot(xs, ys, label=c.run.get("display_name") or c.run["run_id"], linewidth=1.2)
+        ax.set_title(metric)
+        ax.set_xlabel(curves[0].x_key if curves else "_step")
+        ax.set_yscale("log" if log_y else "linear")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = {"destination": args.destination} if args.destination else {}
+    pipeline = dlt.pipeline("wandb_pipeline", dataset_name=args.dataset, **options)
+    try:
+        pipeline.sync_destination()
+        if not pipeline.default_schema_name or "history" not in pipeline.default_schema.tables:
+            print(f"nothing to plot: dataset {args.dataset} has no history; run pipelines/wandb_pipeline.py first",
+                  file=sys.stderr)
+            return 1
+        runs = find_runs(pipeline, args.run, args.max_runs)
+        curves = {m: [curve(pipeline, run, m, args.x) for run in runs] for m in args.metric}
+        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+        plot(curves, out, args.log_y)
+        points = sum(len(c.points) for cs in curves.values() for c in cs)
+        print(f"wrote {out}: {len(args.metric)} metric(s), {len(runs)} run(s), {points:,} points")
+        return 0
+    except (WandbSourceError, dlt.common.exceptions.DltException) as e:
+        print(f"plot_runs failed: {explain(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
