@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import DATASET_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
@@ -23,7 +23,7 @@ from wandb_source import WandbSourceError  # noqa: E402
 from wandb_source.curves import curve, find_runs  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metric", action="append", required=True, help="W&B key to plot; repeat for several")
     parser.add_argument("--run", action="append", default=[],
@@ -35,7 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
     parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
-    return parser.parse_args(argv)
+    parser.add_argument("--pipeline-name", default=PIPELINE_NAME, help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def plot(curves_by_metric: dict, out: Path, log_y: bool) -> None:
@@ -62,7 +67,7 @@ def plot(curves_by_metric: dict, out: Path, log_y: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = {"destination": args.destination} if args.destination else {}
-    pipeline = dlt.pipeline("wandb_pipeline", dataset_name=args.dataset, **options)
+    pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
     try:
         pipeline.sync_destination()
         if not pipeline.default_schema_name or "history" not in pipeline.default_schema.tables:

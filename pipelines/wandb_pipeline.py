@@ -5,7 +5,7 @@
     python pipelines/wandb_pipeline.py --project team/proj --since 2026-11-01 --dry-run
     python pipelines/wandb_pipeline.py --offline-dir ./wandb   # local run logs, no server at all
 
-Pipeline `wandb_pipeline`, dataset `wandb_data` (or --dataset). Exit code 0 on success, 1 on a failed
+Pipeline `wandb_pipeline` (or --pipeline-name), dataset `wandb_data` (or --dataset). Exit code 0 on success, 1 on a failed
 load or bad option (one readable message), 2 when the load succeeded but some runs could not be
 fetched (they are retried next time).
 """
@@ -41,7 +41,7 @@ TABLES = ("projects", "runs", "run_config", "run_summary", "run_metadata", "metr
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Without options, everything comes from .dlt/config.toml and .dlt/secrets.toml ([sources.wandb]).")
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--destination", help="dlt destination: duckdb, postgres, filesystem, ... "
                                              "(default: [pipelines.wandb_pipeline] destination_type)")
     where.add_argument("--dataset", default=DATASET_NAME, help=f"dataset (schema) name (default: {DATASET_NAME})")
+    where.add_argument("--pipeline-name", default=PIPELINE_NAME,
+                       help=f"dlt pipeline name: its own state and working folder; one per shard when several jobs "
+                            f"load parts of W&B (default: {PIPELINE_NAME})")
     how = parser.add_argument_group("how")
     how.add_argument("--full-refresh", action="store_true",
                      help="drop this source's tables and state, then load everything again")
@@ -71,7 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--progress", choices=PROGRESS, default="log",
                      help="dlt's progress display (default: log); the source also reports runs done and rows/s")
     how.add_argument("--verbose", action="store_true", help="show tracebacks on failure, and debug logs")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def run_filter(args: argparse.Namespace) -> dict | None:
@@ -147,7 +154,7 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     options = {"destination": args.destination} if args.destination else {}
     progress = None if args.progress == "none" else args.progress
     try:
-        return dlt.pipeline(PIPELINE_NAME, dataset_name=args.dataset, progress=progress, **options)
+        return dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, progress=progress, **options)
     except UnknownDestinationModule:
         raise ConfigurationError(f"unknown destination {args.destination!r}: use --destination duckdb, postgres or "
                                  "filesystem, or another dlt destination (with its extra installed, e.g. "

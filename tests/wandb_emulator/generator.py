@@ -125,6 +125,10 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
     if state == "finished":
         run.output_artifacts = [_artifact(run, "model", f"model-{run_id}", index)]
         run.input_artifacts = [_artifact(run, "dataset", "cifar10", 0)]
+        earlier = next((i for i in range(index - 1, -1, -1) if _state(spec, i) == "finished"), None)
+        if earlier is not None:  # fine-tunes the model of the last finished run before it (lineage)
+            previous = run_id_for(spec, project, earlier)
+            run.input_artifacts.append(_artifact(run, "model", f"model-{previous}", earlier))
     return run
 
 
