@@ -192,14 +192,14 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
     counts = normalized.row_counts if normalized else {}
     state = pipeline.state.get("sources", {}).get("wandb", {}).get("resources", {})
     print(f"\nLoaded into {destination_name(pipeline)} dataset {pipeline.dataset_name} in {seconds:.1f}s:")
-    print(f"  {'table':<22} {'rows':>14}")
+    print(f"  {'table':<22} {'rows':>10}")
     for table in TABLES:
         if counts.get(table):
             print(f"  {table:<22} {counts[table]:>10,} rows")
     if not any(counts.get(t) for t in ("runs", "history", "system_metrics")):
         print("  nothing new: every run is up to date")
     elif counts.get("history") and seconds > 0:
-        print(f"  {'history rows/s':<22} {counts['history'] / seconds:>14,.0f}")
+        print(f"  {'history rows/s':<22} {counts['history'] / seconds:>10,.0f}")
     failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
     if failed:
         print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)
