@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
                            "no key (also [sources.wandb] offline_dir); --entity/--project override the log's")
     what.add_argument("--demo", action="store_true",
                       help="start the bundled W&B emulator with sample data and load it (no account needed)")
+    history = parser.add_argument_group("which history", "glob patterns on W&B keys: * within a /-part, ** across, "
+                                        "!pattern excludes; _step, _timestamp, _runtime are always kept")
+    history.add_argument("--history-include", action="append", metavar="GLOB",
+                         help="load only history keys matching GLOB (repeat), e.g. 'train/*' 'eval/**'")
+    history.add_argument("--history-exclude", action="append", metavar="GLOB",
+                         help="do not load history keys matching GLOB (repeat), e.g. 'gradients/*'")
+    history.add_argument("--min-step", type=int, metavar="N", help="first step to load (inclusive)")
+    history.add_argument("--max-step", type=int, metavar="N", help="last step to load (inclusive)")
+    history.add_argument("--last-steps", type=int, metavar="N",
+                         help="per run, only the last N steps that hold a selected key (per load)")
+    history.add_argument("--system-metrics-include", action="append", metavar="GLOB",
+                         help="load only system metrics matching GLOB (repeat), e.g. 'system.gpu.*'")
+    history.add_argument("--system-metrics-exclude", action="append", metavar="GLOB",
+                         help="do not load system metrics matching GLOB (repeat)")
     where = parser.add_argument_group("where to load it")
     where.add_argument("--destination", help="dlt destination: duckdb, postgres, filesystem, ... "
                                              "(default: [pipelines.wandb_pipeline] destination_type)")
@@ -118,16 +132,22 @@ def start_demo_server():
     return emulator
 
 
+SELECTION = ("history_include", "history_exclude", "min_step", "max_step", "last_steps", "system_metrics_include",
+             "system_metrics_exclude")
+
+
 def make_source(args: argparse.Namespace, emulator):
     offline_dir = args.offline_dir or dlt.config.get("sources.wandb.offline_dir")
+    selection = {name: getattr(args, name) for name in SELECTION if getattr(args, name) is not None}
     if emulator is None and offline_dir:
         if args.filter or args.since:
             raise ConfigurationError("--filter and --since apply to the W&B API, not to --offline-dir")
         if len(args.project or []) > 1:
             raise ConfigurationError("--offline-dir takes one --project (it overrides the project the logs recorded)")
         entity, project = _entity_project(args.entity, (args.project or [None])[0])
-        return wandb_offline_source(offline_dir, entity=entity, project=project)
+        return wandb_offline_source(offline_dir, entity=entity, project=project, **selection)
     options: dict = {"filters": run_filter(args)} if (args.filter or args.since) else {}
+    options.update(selection)
     if args.project:
         options["projects"] = args.project
     entity = args.entity or _entity_of(args.project)

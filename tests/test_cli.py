@@ -125,3 +125,20 @@ def test_summary_lists_the_new_tables(tmp_path, emulator):
     for table in ("runs", "run_metadata", "metric_axes", "artifacts", "history", "system_metrics"):
         assert f"  {table:<22}" in done.stdout, done.stdout
     assert json.loads(duck(cwd, "SELECT args FROM wandb_data.run_metadata LIMIT 1")[0][0])[0] == "--lr"
+
+
+def test_history_selection_options(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    done = run_script(cwd, emulator, "--history-include", "eval/*", "--history-exclude", "eval/acc",
+                      "--min-step", "0", "--max-step", "150", "--last-steps", "2",
+                      "--system-metrics-include", "system.cpu", "--history-include", "typo/*")
+    assert done.returncode == 0, done.stderr
+    got = duck(cwd, "SELECT run_id, _step FROM wandb_data.history")
+    want = {(run.name, s) for run in server_runs(emulator)
+            for s in sorted(r["_step"] for r in run.history.rows() if "eval/loss" in r and r["_step"] <= 150)[-2:]}
+    assert set(got) == want
+    columns = {c for (c,) in duck(cwd, "SELECT column_name FROM information_schema.columns WHERE table_name = 'history'")}
+    assert "eval_loss" in columns and "eval_acc" not in columns and "train_loss" not in columns
+    assert "'typo/*' matched no key of emulator/demo" in done.stderr
+    bad = run_script(cwd, emulator, "--min-step", "9", "--max-step", "3")
+    assert bad.returncode == 1 and "`min_step` (9) is above `max_step` (3)" in bad.stderr

@@ -395,3 +395,15 @@ def test_logs_parsed_in_worker_processes_give_the_same_rows(tmp_path, run_log, m
 
 def _without_load_ids(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("_dlt_id", "_dlt_load_id")}
+
+
+def test_run_logs_take_the_same_history_selection(tmp_path, run_log):
+    (tmp_path / "logs").mkdir()
+    shutil.copytree(run_log.parent, tmp_path / "logs" / run_log.parent.name)
+    pipeline = pipeline_for(tmp_path)
+    pipeline.run(wandb_offline_source(str(tmp_path / "logs"), history_include=["eval/*"], min_step=5, max_step=35,
+                                      last_steps=2, system_metrics_include=["nothing.matches"]))
+    history = rows(pipeline, "history")
+    assert sorted(r["_step"] for r in history) == [20, 30]  # eval/acc is logged every 10 steps
+    assert "eval_acc" in history[0] and "loss" not in history[0]
+    assert not rows(pipeline, "system_metrics")

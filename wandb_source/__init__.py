@@ -36,6 +36,7 @@ from .settings import MERGE, TABLE_HINTS
 from .progress import Progress
 from .readers import DONE, RunGone, in_parallel
 from .run_objects import METADATA_FILE, artifact_rows, metadata_row
+from .selection import KeySelection, Selection, StepWindow
 from .transform import ColumnMap, project_row, sweep_row, sweeps_table
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
@@ -55,6 +56,13 @@ def wandb_source(
     request_timeout: float = settings.REQUEST_TIMEOUT_SECONDS,
     max_history_columns: int = settings.MAX_HISTORY_COLUMNS,
     allow_insecure_http: bool = False,
+    history_include: Optional[Sequence[str]] = None,
+    history_exclude: Optional[Sequence[str]] = None,
+    min_step: Optional[int] = None,
+    max_step: Optional[int] = None,
+    last_steps: Optional[int] = None,
+    system_metrics_include: Optional[Sequence[str]] = None,
+    system_metrics_exclude: Optional[Sequence[str]] = None,
 ) -> Sequence[DltResource]:
     """Loads W&B data of `entity` (all its projects, or `projects`).
 
@@ -72,6 +80,14 @@ def wandb_source(
         request_timeout: seconds to wait for one answer before retrying.
         max_history_columns: metric columns in `history` before new keys go to `history_long`.
         allow_insecure_http: allow sending the key over plain http to a non-loopback host.
+        history_include: glob patterns of W&B keys to load into `history` (`train/*`, `eval/**`;
+            `!pattern` excludes); default every key. `_step`, `_timestamp`, `_runtime` are always kept.
+        history_exclude: glob patterns of W&B keys not to load.
+        min_step: first step to load (inclusive).
+        max_step: last step to load (inclusive).
+        last_steps: per run and load, only the last N steps holding a selected key.
+        system_metrics_include: glob patterns of system-metric keys to load (`system.gpu.*`).
+        system_metrics_exclude: glob patterns of system-metric keys not to load.
 
     Returns:
         Resources `projects`, `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history`
@@ -83,6 +99,9 @@ def wandb_source(
     url = (base_url or default_base_url()).rstrip("/")
     client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, backoff=backoff_seconds,
                          timeout=request_timeout, pool_size=max_workers, allow_insecure_http=allow_insecure_http)
+    history_selection = Selection(KeySelection.of(history_include, history_exclude, "history"),
+                                  StepWindow.of(min_step, max_step, last_steps))
+    system_selection = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
     targets = _project_list(client, entity, projects)
     listing = _runs_listing(client, targets, filters)
     app_url = _app_url(url)
@@ -90,8 +109,8 @@ def wandb_source(
         _projects(client, targets),
         listing,
         listing | _runs(client, app_url, track_deletions=not filters),
-        listing | _history(client, history_page_size, max_workers, max_history_columns),
-        listing | _system_metrics(client, max_workers),
+        listing | _history(client, history_page_size, max_workers, max_history_columns, history_selection),
+        listing | _system_metrics(client, max_workers, system_selection),
         listing | _run_metadata(client, max_workers),
         listing | _artifacts(client),
         _sweeps(client, targets),
@@ -227,43 +246,65 @@ def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
             yield table_item("runs", [row])
 
 
-def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int) -> DltResource:
+def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int,
+             selection: Selection) -> DltResource:
     @dlt.transformer(name="history", write_disposition=MERGE)
     def history(listing: dict) -> Iterator[Any]:
         """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
-        pages. Per-run `_step` cursor: a second load fetches only steps after the last one loaded, and
+        pages, narrowed by `history_include`/`history_exclude`, `min_step`/`max_step`, `last_steps`.
+        Per-run `_step` cursor: a second load fetches only steps after the last one loaded, and
         only for runs whose `updated_at` changed; a rewound run is reloaded and its vanished steps
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
         columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns,
                             dlt.current.source_schema().naming)
+        _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
-        work = lambda job: history_batches(client, job, columns, page_size, pipeline)  # noqa: E731
+        work = lambda job: history_batches(client, job, columns, page_size, pipeline, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "history")
         yield from _metric_columns(columns, "history")
+        _report_unmatched(selection)
 
     return history
 
 
-def _system_metrics(client: WandbClient, max_workers: int) -> DltResource:
+def _system_metrics(client: WandbClient, max_workers: int, selection: Selection) -> DltResource:
     @dlt.transformer(name="system_metrics", write_disposition=MERGE)
     def system_metrics(listing: dict) -> Iterator[Any]:
         """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
-        run_id, _timestamp). Per-run cursor on `_timestamp`, fetched only for runs whose `updated_at`
-        changed."""
+        run_id, _timestamp), narrowed by `system_metrics_include`/`system_metrics_exclude`. Per-run
+        cursor on `_timestamp`, fetched only for runs whose `updated_at` changed."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
         columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
+        _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
-        work = lambda job: event_batches(client, job, columns)  # noqa: E731
+        work = lambda job: event_batches(client, job, columns, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "system_metrics")
         yield from _metric_columns(columns, "system_metrics")
+        _report_unmatched(selection)
 
     return system_metrics
+
+
+def _note_selection_change(state: dict, selection: Selection) -> None:
+    """A changed selection applies from this load on; steps loaded before keep the old one."""
+    previous, now = state.get("selection"), selection.fingerprint()
+    if previous is not None and previous != now and state.get("runs"):
+        logger.warning("the %s selection changed since the last load (%s -> %s): it applies to steps loaded "
+                       "from now on; run with --full-refresh to reload everything with it", selection.keys.what,
+                       previous, now)
+    state["selection"] = now
+
+
+def _report_unmatched(selection: Selection) -> None:
+    for message in selection.unmatched_report():
+        logger.warning(message)
+    selection.seen.clear()
 
 
 def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:

@@ -278,9 +278,11 @@ class WandbClient:
         live = sorted(int(item["_step"]) for item in history.get("liveData") or [] if "_step" in item)
         return list(history.get("parquetUrls") or []), live
 
-    def history_page(self, entity: str, project: str, run: str, min_step: int, page_size: int) -> list[str] | None:
+    def history_page(self, entity: str, project: str, run: str, min_step: int, page_size: int,
+                     max_step: int | None = None) -> list[str] | None:
+        """Logged rows with min_step <= _step < max_step (JSON lines), at most `page_size`."""
         variables = {"entity": entity, "project": project, "run": run, "minStep": min_step,
-                     "maxStep": MAX_STEP, "pageSize": page_size}
+                     "maxStep": MAX_STEP if max_step is None else max_step, "pageSize": page_size}
         node = (self.query(HISTORY_QUERY, variables).get("project") or {}).get("run")
         return None if node is None else node.get("history") or []
 

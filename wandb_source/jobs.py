@@ -18,6 +18,7 @@ from .client import WandbClient
 from .destination import run_rows
 from .readers import HistoryCursor, read_events, read_history
 from .run_objects import metric_axes_rows
+from .selection import Selection, StepWindow, last_rows
 from .transform import (ColumnMap, arrow_metric_tables, arrow_without_nul, key_value_table, loads_wandb,
                         metric_tables, run_row, unwrap_config, without_nul)
 
@@ -82,25 +83,52 @@ class RunJob:
 
 
 def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int,
-                    pipeline: Any = None) -> Iterator[Any]:
-    """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind)."""
+                    pipeline: Any = None, selection: Selection = Selection()) -> Iterator[Any]:
+    """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind),
+    as `selection` narrows them: keys, step window, last N steps."""
     job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
         return  # nothing logged yet: no request
-    for batch in read_history(client, job.run_key, job.cursor, page_size):
-        if isinstance(batch, pa.Table):
-            yield from named_tables(arrow_metric_tables(batch, job.run_key, columns), "history")
-        else:
-            yield from named_tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
+    project, window = f"{job.entity}/{job.project}", _read_window(selection, job)
+    kept: list = []
+    for batch in read_history(client, job.run_key, job.cursor, page_size, window, selection.columns(project)):
+        selection.observe(project, batch)
+        batch = selection.apply(batch)
+        if selection.window.last_steps:
+            kept = last_rows([*kept, batch], selection.window.last_steps)  # at most N rows held
+            continue
+        yield from _history_tables(batch, job, columns)
+    for batch in kept:
+        yield from _history_tables(batch, job, columns)
     if job.cursor.rewound:
-        yield from _tombstones(pipeline, job, "history", "_step")
+        yield from _tombstones(pipeline, job, "history", "_step", window)
 
 
-def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap) -> Iterator[Any]:
-    """Arrow tables for `system_metrics` with the samples newer than the last one loaded."""
+def _read_window(selection: Selection, job: RunJob) -> StepWindow:
+    """The window to read. With `last_steps` N and no key patterns or `max_step`, the last N steps are
+    among steps >= historyLineCount - N (steps are distinct and >= 0), so reading starts there."""
+    window = selection.window
+    if window.last_steps and not selection.keys.active and window.max_step is None and job.history_line_count:
+        start = max(window.min_step or 0, job.history_line_count - window.last_steps)
+        return StepWindow(start, None, window.last_steps)
+    return window
+
+
+def _history_tables(batch: Any, job: RunJob, columns: ColumnMap) -> list:
+    if isinstance(batch, pa.Table):
+        return named_tables(arrow_metric_tables(batch, job.run_key, columns), "history") if batch.num_rows else []
+    return named_tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
+
+
+def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
+                  selection: Selection = Selection()) -> Iterator[Any]:
+    """Arrow tables for `system_metrics` with the samples newer than the last one loaded (only the
+    keys `selection` picks)."""
     last = job.previous[1] if job.previous else None
     rows = read_events(client, job.run_key, last)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
+    selection.observe(f"{job.entity}/{job.project}", rows)
+    rows = selection.apply(rows)
     if rows:
         yield from named_tables(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
 
@@ -150,10 +178,13 @@ class TableBatches:
         return table_item(table, merged)
 
 
-def _tombstones(pipeline: Any, job: RunJob, table: str, index: str) -> list:
-    """Rows to hard-delete: steps the destination holds that the rewound run no longer has."""
+def _tombstones(pipeline: Any, job: RunJob, table: str, index: str, window: StepWindow = StepWindow()) -> list:
+    """Rows to hard-delete: steps the destination holds that the rewound run no longer has (inside the
+    step window only: steps outside it were not read)."""
     seen = job.cursor.steps_seen
-    gone = sorted({r[index] for r in run_rows(pipeline, table, job.run_key, index)} - seen)
+    low, high = window.min_step or 0, window.max_step if window.max_step is not None else float("inf")
+    held = {r[index] for r in run_rows(pipeline, table, job.run_key, index)}
+    gone = sorted(s for s in held - seen if low <= s <= high)
     if not gone:
         return []
     n = len(gone)

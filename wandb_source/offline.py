@@ -24,7 +24,7 @@ import re
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import dlt
 from dlt.common import logger
@@ -35,6 +35,7 @@ from .jobs import named_tables, run_tables, table_item
 from .logged_run import RunLog, combine, end_message, parse_log
 from .run_objects import metadata_row
 from .runlog import RunLogError
+from .selection import KeySelection, Selection, StepWindow
 from .transform import ColumnMap, metric_tables
 
 
@@ -42,14 +43,22 @@ from .transform import ColumnMap, metric_tables
 def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[str] = None,
                          project: Optional[str] = None,
                          max_history_columns: int = settings.MAX_HISTORY_COLUMNS,
-                         max_workers: Optional[int] = None) -> Any:
-    """Loads every `.wandb` run log under `offline_dir` into the tables of the online source."""
+                         max_workers: Optional[int] = None, history_include: Optional[Sequence[str]] = None,
+                         history_exclude: Optional[Sequence[str]] = None, min_step: Optional[int] = None,
+                         max_step: Optional[int] = None, last_steps: Optional[int] = None,
+                         system_metrics_include: Optional[Sequence[str]] = None,
+                         system_metrics_exclude: Optional[Sequence[str]] = None) -> Any:
+    """Loads every `.wandb` run log under `offline_dir` into the tables of the online source, with the
+    same history and system-metrics selection as `wandb_source` (see selection.py)."""
     root = Path(offline_dir).expanduser()
     if not root.is_dir():
         raise ConfigurationError(f"offline_dir {str(root)!r} is not a directory: point it at a `wandb/` folder "
                                  "(where runs write run-<id>.wandb), with --offline-dir or [sources.wandb] offline_dir.")
-    return _logs_resource(root, LogReader(entity, project, max_workers or os.cpu_count() or 1), max_history_columns)
-
+    selections = (Selection(KeySelection.of(history_include, history_exclude, "history"),
+                            StepWindow.of(min_step, max_step, last_steps)),
+                  Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics")))
+    return _logs_resource(root, LogReader(entity, project, max_workers or os.cpu_count() or 1), max_history_columns,
+                          selections)
 
 
 @dataclass(frozen=True)
@@ -71,13 +80,13 @@ class LogReader:
         return out
 
 
-def _logs_resource(root: Path, reader: LogReader, max_columns: int) -> Any:
+def _logs_resource(root: Path, reader: LogReader, max_columns: int, selections: tuple[Selection, Selection]) -> Any:
     @dlt.resource(name="history", write_disposition=settings.MERGE)
     def history() -> Iterator[Any]:
         """All tables from run logs. State: `logs` {path: [size, mtime_ns, run]}, `last_step` {run: step},
         `open_logs` {path: checkpoint} for logs without an exit record."""
         state = dlt.current.resource_state()
-        seen, last_steps = state.setdefault("logs", {}), state.setdefault("last_step", {})
+        seen, loaded_steps = state.setdefault("logs", {}), state.setdefault("last_step", {})
         checkpoints = state.setdefault("open_logs", {})
         naming = dlt.current.source_schema().naming
         columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns, naming)
@@ -86,8 +95,8 @@ def _logs_resource(root: Path, reader: LogReader, max_columns: int) -> Any:
         for group, parsed in _parsed_groups(_changed_groups(root, seen), reader, checkpoints):
             for run, logs in _by_run(parsed).items():
                 combined = combine(logs)
-                yield from _log_tables(combined, last_steps.get(run), columns, system)
-                last_steps[run] = combined.last_row.get("_step", last_steps.get(run))
+                yield from _log_tables(combined, loaded_steps.get(run), (columns, system), selections)
+                loaded_steps[run] = combined.last_row.get("_step", loaded_steps.get(run))
                 for log in logs:
                     seen[str(log.path)] = [*group[log.path], run]
                     if log.exit_code is None:
@@ -98,6 +107,9 @@ def _logs_resource(root: Path, reader: LogReader, max_columns: int) -> Any:
             rows = mapping.added_rows(table)
             if rows:
                 yield table_item("metric_columns", rows)
+        for selection in selections:
+            for message in selection.unmatched_report():
+                logger.warning(message)
 
     return history
 
@@ -176,16 +188,24 @@ def _run_key(log: RunLog) -> str:
     return f"{log.entity}/{log.project}/{log.node.get('name')}"
 
 
-def _log_tables(log: RunLog, last_step: Optional[int], columns: ColumnMap, system: ColumnMap) -> Iterator[Any]:
+def _log_tables(log: RunLog, last_step: Optional[int], columns: tuple[ColumnMap, ColumnMap],
+                selections: tuple[Selection, Selection]) -> Iterator[Any]:
     yield from run_tables([{**log.node, "url": str(log.path)}], log.entity, log.project, "")
     run_key = (log.entity, log.project, log.node["name"])
     metadata = metadata_row(run_key, log.node.get("metadata"))
     if metadata:
         yield table_item("run_metadata", [metadata])
-    new = [r for r in log.history if last_step is None or r["_step"] > last_step]
-    for table, tables in (("history", metric_tables(new, run_key, columns, "_step")),
-                          ("system_metrics", metric_tables(log.events, run_key, system, "_timestamp"))):
+    history, system = selections
+    new = [r for r in log.history if (last_step is None or r["_step"] > last_step) and history.window.contains(r["_step"])]
+    new, events = _selected(history, log, new), _selected(system, log, log.events)
+    if history.window.last_steps:
+        new = new[-history.window.last_steps:]
+    for table, tables in (("history", metric_tables(new, run_key, columns[0], "_step")),
+                          ("system_metrics", metric_tables(events, run_key, columns[1], "_timestamp"))):
         for name, arrow in named_tables(tables, table):
             yield table_item(name, arrow)
 
 
+def _selected(selection: Selection, log: RunLog, rows: list[dict]) -> list[dict]:
+    selection.observe(f"{log.entity}/{log.project}", rows)
+    return selection.apply(rows)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .client import WandbClient
+from .selection import StepWindow
 from .transform import lines_to_arrow, parse_history_lines
 
 DONE = object()  # what `in_parallel` yields as the item when a job has ended
@@ -54,19 +55,21 @@ class HistoryCursor:
 
 
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
-                 page_size: int) -> Iterator[list[dict] | pa.Table]:
+                 page_size: int, window: StepWindow = StepWindow(),
+                 columns: Callable[[list[str]], list[str]] | None = None) -> Iterator[list[dict] | pa.Table]:
     """Batches newer than `cursor` (Arrow tables from parquet exports, row lists from live pages);
-    the whole history again after a rewind."""
+    the whole history again after a rewind. Only steps inside `window` (min_step..max_step); live
+    pages are asked for that range only. `columns` picks the columns read from parquet exports."""
     try:
-        yield from _read(client, run_key, cursor, page_size)
+        yield from _read(client, run_key, cursor, page_size, window, columns)
     except Rewound:
         fresh = HistoryCursor(rewound=True)
-        yield from _read(client, run_key, fresh, page_size)
+        yield from _read(client, run_key, fresh, page_size, window, columns)
         cursor.__dict__.update(fresh.__dict__)
 
 
-def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
-          page_size: int) -> Iterator[list[dict]]:
+def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
+          window: StepWindow, columns: Callable[[list[str]], list[str]] | None) -> Iterator[list[dict]]:
     found = client.parquet_history(*run_key)
     if found is None:
         raise RunGone("/".join(run_key))
@@ -74,31 +77,37 @@ def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCur
     min_live = live[0] if live else None
     verify = cursor.last_step if cursor.last_step >= 0 else None
     checked = verify is None
-    first_new = cursor.last_step + 1
+    first_new = window.first(cursor.last_step + 1)
     if urls and (verify is None or min_live is None or verify < min_live):
         for url in urls:
-            table = pq.read_table(io.BytesIO(client.download(url)))
-            if "_step" not in table.column_names:
+            table = _read_parquet(client.download(url), columns)
+            if table is None:
                 continue
             if min_live is not None:
                 table = table.filter(pc.less(table["_step"], min_live))
             checked = checked or _check_arrow(table, verify, cursor)
-            yield from _emit_arrow(table, first_new, cursor)
+            yield from _emit_arrow(window.arrow(table), first_new, cursor)
         if not checked and (min_live is None or verify < min_live):
             raise Rewound()
     if urls and min_live is None:
         return  # everything is exported
     start = min_live if urls else 0
     if verify is not None and verify >= start:
-        start = verify
-    yield from _read_live(client, run_key, cursor, page_size, start, live, checked, first_new)
+        start = verify  # read the last loaded step again, to see the run was not rewound
+    else:
+        start = max(start, first_new)  # ask only for the window
+    yield from _read_live(client, run_key, cursor, page_size, start, live, checked, first_new, window)
 
 
 def _read_live(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
-               start: int, live: list[int], checked: bool, first_new: int) -> Iterator[list[dict]]:
+               start: int, live: list[int], checked: bool, first_new: int,
+               window: StepWindow) -> Iterator[list[dict]]:
     verify = cursor.last_step if not checked else None
+    stop = None if window.max_step is None else max(window.max_step, verify or 0) + 1
     while True:
-        lines = client.history_page(*run_key, start, page_size)
+        if stop is not None and start >= stop:
+            return
+        lines = client.history_page(*run_key, start, page_size, stop)
         if lines is None:
             raise RunGone("/".join(run_key))
         page = _live_page(lines, start)
@@ -107,11 +116,22 @@ def _read_live(client: WandbClient, run_key: tuple[str, str, str], cursor: Histo
             if not steps or steps[0] != verify or not _check_page(page, verify, cursor):
                 raise Rewound()  # the last loaded step is gone
             verify = None
-        yield from (_emit_arrow(page, first_new, cursor) if isinstance(page, pa.Table)
-                    else _emit(page, first_new, cursor))
+        yield from (_emit_arrow(window.arrow(page), first_new, cursor) if isinstance(page, pa.Table)
+                    else _emit(window.rows(page), first_new, cursor))
         if not steps or (live and steps[-1] >= live[-1] and len(steps) < page_size):
             return
+        if stop is not None and (len(steps) < page_size or steps[-1] + 1 >= stop):
+            return  # the whole window was in this page
         start = steps[-1] + 1
+
+
+def _read_parquet(data: bytes, columns: Callable[[list[str]], list[str]] | None) -> pa.Table | None:
+    """A parquet export, only the `columns` wanted (and `_step`, `_timestamp`); None without `_step`."""
+    export = pq.ParquetFile(io.BytesIO(data))
+    names = export.schema_arrow.names
+    if "_step" not in names:
+        return None
+    return export.read(columns=None if columns is None else columns(names))
 
 
 def _live_page(lines: list[str], start: int) -> pa.Table | list[dict]:

@@ -10,6 +10,7 @@ each scenario in a fresh process and prints one table and a summary line:
   ours-<dest>   wandb_source full load into duckdb / postgres / filesystem (delta)
   noop          the DuckDB pipeline again, nothing changed
   changed10     the DuckDB pipeline again after 10% of the runs gained 100 steps
+  selected      (--select GLOBS) a full DuckDB load with history_include = GLOBS, for the saving
   baseline      wandb.Api().runs() + run.scan_history() per run, serially, dict rows into dlt/DuckDB
   floor         the exact requests of ours-duckdb replayed with the same concurrency, bodies discarded
   offline-duckdb  (--offline) the same sizes logged offline by the wandb SDK, loaded from the run logs
@@ -30,6 +31,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -56,8 +58,27 @@ def work_ours(args: argparse.Namespace) -> dict:
     from wandb_source import wandb_source
 
     pipeline = _pipeline(args.destination, Path(args.workdir))
-    source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers)
-    return timed_load(pipeline, source)
+    selection = {"history_include": args.select} if args.select else {}
+    source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers,
+                          **selection)
+    received = _count_bytes()
+    result = timed_load(pipeline, source)
+    return {**result, "mb": round(received[0] / 1e6, 1)}
+
+
+def _count_bytes() -> list[int]:
+    """Bytes of every answer the source's client receives (bodies, after decompression)."""
+    from wandb_source.client import WandbClient
+
+    received, send = [0], WandbClient._send
+
+    def counting(self: Any, method: str, url: str, **kwargs: Any) -> Any:
+        response = send(self, method, url, **kwargs)
+        received[0] += len(response.content)
+        return response
+
+    WandbClient._send = counting
+    return received
 
 
 def timed_load(pipeline: Any, source: Any) -> dict:
@@ -101,7 +122,8 @@ def work_floor(args: argparse.Namespace) -> dict:
     log = json.loads(Path(args.requests).read_text())
     prelude, chains = [], {}
     for r in log:
-        run = r["variables"].get("run") or (r["path"].split("/")[-2] if r["operation"] == "parquet" else None)
+        by_path = r["operation"] in ("parquet", "file")  # downloads: /<kind>/entity/project/run/name
+        run = r["variables"].get("run") or (r["path"].split("/")[-2] if by_path else None)
         (chains.setdefault(run, []) if run else prelude).append(r)
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=args.workers + 4))
@@ -227,6 +249,9 @@ def bench(args: argparse.Namespace) -> list[tuple[str, dict]]:
             if destination == "duckdb":
                 log = requests.get(f"{url}/_emulator/requests/full", timeout=600).json()
                 (root / "requests.json").write_text(json.dumps(log))
+                if args.select:  # the same load with only the keys matching --select
+                    results.append(("selected", run_scenario(url, "ours", root / "selected", destination=destination,
+                                                             workers=args.workers, select=",".join(args.select))))
                 results.append(("noop", run_scenario(url, "ours", root / destination, destination=destination,
                                                      workers=args.workers)))
                 grow_ten_percent(url)
@@ -263,19 +288,20 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict]]) -> None:
     print(f"\n## size {args.size}, latency {args.latency * 1000:.0f} ms, "
           f"{'all live' if args.live else f'{args.parquet_fraction:.0%} of finished runs exported to parquet'}"
           f"{f', rate limit {args.rate_limit}/s' if args.rate_limit else ''}, {args.workers} workers\n")
-    print("| scenario | wall s | history rows | rows/s | runs | requests (429) | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | wall s | history rows | rows/s | runs | requests (429) | MB received | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results:
         rate = r["rows"] / r["wall"] if r["rows"] else 0
+        received = f"{r['mb']:,.1f}" if "mb" in r else ""
         print(f"| {name} | {r['wall']:.1f} | {r['rows']:,} | {rate:,.0f} | {r['runs']:,} | "
-              f"{r['requests']:,} ({r['throttled']}) | {r['rss_mb']:.0f} |")
+              f"{r['requests']:,} ({r['throttled']}) | {received} | {r['rss_mb']:.0f} |")
     by = dict(results)
     ratios = []
     full = by.get("ours-duckdb")
     if full:
         for name, label in (("baseline", "baseline/ours"), ("floor", "ours/floor"), ("ours-postgres", "postgres/duckdb"),
                             ("ours-filesystem", "filesystem/duckdb"), ("noop", "noop/full"),
-                            ("changed10", "changed10/full")):
+                            ("changed10", "changed10/full"), ("selected", "selected/full")):
             if name in by:
                 value = by[name]["wall"] / full["wall"] if name != "floor" else full["wall"] / by[name]["wall"]
                 ratios.append(f"{label} {value:.2f}")
@@ -303,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true",
                    help="also write the dataset as offline run logs with the wandb SDK and load them (--offline-dir)")
     # worker mode (internal)
+    p.add_argument("--select", type=lambda s: s.split(","), default=[],
+                   help="also load with history_include set to these globs (comma-separated), e.g. 'train/*'")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
