@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import dlt
 import pyarrow as pa
@@ -83,9 +83,10 @@ class RunJob:
 
 
 def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int,
-                    pipeline: Any = None, selection: Selection = Selection()) -> Iterator[Any]:
+                    pipeline: Any = None, selection: Optional[Selection] = None) -> Iterator[Any]:
     """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind),
     as `selection` narrows them: keys, step window, last N steps."""
+    selection = selection or Selection()
     job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
         return  # nothing logged yet: no request
@@ -121,9 +122,10 @@ def _history_tables(batch: Any, job: RunJob, columns: ColumnMap) -> list:
 
 
 def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
-                  selection: Selection = Selection()) -> Iterator[Any]:
+                  selection: Optional[Selection] = None) -> Iterator[Any]:
     """Arrow tables for `system_metrics` with the samples newer than the last one loaded (only the
     keys `selection` picks)."""
+    selection = selection or Selection()
     last = job.previous[1] if job.previous else None
     rows = read_events(client, job.run_key, last)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
@@ -178,7 +180,7 @@ class TableBatches:
         return table_item(table, merged)
 
 
-def _tombstones(pipeline: Any, job: RunJob, table: str, index: str, window: StepWindow = StepWindow()) -> list:
+def _tombstones(pipeline: Any, job: RunJob, table: str, index: str, window: StepWindow) -> list:
     """Rows to hard-delete: steps the destination holds that the rewound run no longer has (inside the
     step window only: steps outside it were not read)."""
     seen = job.cursor.steps_seen
