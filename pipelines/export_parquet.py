@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
@@ -37,13 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"destination": args.destination} if args.destination else {}
-    pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
     try:
-        pipeline.sync_destination()
-        if not pipeline.default_schema_name or "runs" not in pipeline.default_schema.tables:
-            print(f"nothing to export: dataset {args.dataset} has no runs yet; run pipelines/wandb_pipeline.py first",
-                  file=sys.stderr)
+        pipeline = open_loaded(args, "runs", "nothing to export")
+        if pipeline is None:
             return 1
         out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
         for name, count in export_parquet(pipeline, out).items():

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
@@ -66,13 +66,9 @@ def plot(curves_by_metric: dict, out: Path, log_y: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"destination": args.destination} if args.destination else {}
-    pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
     try:
-        pipeline.sync_destination()
-        if not pipeline.default_schema_name or "history" not in pipeline.default_schema.tables:
-            print(f"nothing to plot: dataset {args.dataset} has no history; run pipelines/wandb_pipeline.py first",
-                  file=sys.stderr)
+        pipeline = open_loaded(args, "history", "nothing to plot")
+        if pipeline is None:
             return 1
         runs = find_runs(pipeline, args.run, args.max_runs)
         curves = {m: [curve(pipeline, run, m, args.x) for run in runs] for m in args.metric}

@@ -181,6 +181,19 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
                                  "pip install 'dlt[bigquery]')") from None
 
 
+def open_loaded(args: argparse.Namespace, table: str, script: str) -> dlt.Pipeline | None:
+    """The pipeline that loaded `args.dataset` (for export_parquet.py, plot_runs.py), state synced from
+    the destination; None, after saying so, when `table` was never loaded."""
+    options = {"destination": args.destination} if args.destination else {}
+    pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
+    pipeline.sync_destination()
+    if not pipeline.default_schema_name or table not in pipeline.default_schema.tables:
+        print(f"{script}: dataset {args.dataset} has no {table} yet; run pipelines/wandb_pipeline.py first",
+              file=sys.stderr)
+        return None
+    return pipeline
+
+
 def show_source_progress(verbose: bool) -> None:
     """The source's own progress lines (logger `wandb_source.progress`) on stderr."""
     handler = logging.StreamHandler(sys.stderr)

@@ -26,6 +26,7 @@ os.environ.update({
 for _var in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
     os.environ.pop(_var, None)
 
+from tests.helpers import DESTINATIONS, drop_dataset, make_pipeline  # noqa: E402
 from tests.wandb_emulator import DatasetSpec, Emulator  # noqa: E402
 
 
@@ -59,3 +60,12 @@ def wandb_env(emulator, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", emulator.api_key)
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     return emulator
+
+
+@pytest.fixture(params=DESTINATIONS)
+def pipeline(request, tmp_path):
+    """A fresh pipeline on each destination (DuckDB file, the Postgres `test` database, local Delta files);
+    its Postgres schemas are dropped afterwards."""
+    p = make_pipeline(request.param, tmp_path)
+    yield p
+    drop_dataset(p)

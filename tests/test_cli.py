@@ -142,3 +142,19 @@ def test_history_selection_options(tmp_path, emulator):
     assert "'typo/*' matched no key of emulator/demo" in done.stderr
     bad = run_script(cwd, emulator, "--min-step", "9", "--max-step", "3")
     assert bad.returncode == 1 and "`min_step` (9) is above `max_step` (3)" in bad.stderr
+
+
+def test_a_worker_that_lost_its_disk_resumes_from_the_destination(tmp_path, emulator):
+    """README, at scale: the state travels with the data, so a fresh working folder loads nothing twice."""
+    import shutil
+
+    cwd = project_dir(tmp_path, "postgres")
+    dataset = f"lost_{tmp_path.name[-8:].replace('-', '_')}"
+    try:
+        assert run_script(cwd, emulator, "--dataset", dataset).returncode == 0
+        shutil.rmtree(cwd / "dlt_home")  # the pipeline's local state and working folder are gone
+        again = run_script(cwd, emulator, "--dataset", dataset)
+        assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout + again.stderr
+    finally:
+        with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {dataset} CASCADE; DROP SCHEMA IF EXISTS {dataset}_staging CASCADE")

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from tests.helpers import DESTINATIONS, drop_dataset, load, make_pipeline, rows
+from tests.helpers import load, make_pipeline, rows
 from tests.wandb_emulator import DatasetSpec
 
 ENTITY = "emulator"
-
-
-@pytest.fixture(params=DESTINATIONS)
-def pipeline(request, tmp_path):
-    p = make_pipeline(request.param, tmp_path)
-    yield p
-    drop_dataset(p)
 
 
 def server_runs(emu) -> list:

@@ -7,7 +7,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from tests.helpers import DESTINATIONS, drop_dataset, load, make_pipeline, rows
+from tests.helpers import load, make_pipeline, rows
 from wandb_source import ConfigurationError, wandb_source
 from wandb_source.selection import KeySelection, StepWindow, last_rows
 
@@ -72,13 +72,6 @@ def server_runs(emulator) -> list:
 
 def steps_with(run, keys) -> dict:
     return {r["_step"]: r for r in run.history.rows() if any(k in r for k in keys)}
-
-
-@pytest.fixture(params=DESTINATIONS)
-def pipeline(request, tmp_path):
-    p = make_pipeline(request.param, tmp_path)
-    yield p
-    drop_dataset(p)
 
 
 def loaded(pipeline) -> dict:

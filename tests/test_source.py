@@ -5,19 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
-from tests.helpers import (DESTINATIONS, assert_history_equals_emulator, drop_dataset, load, loaded_counts,
-                           make_pipeline, rows)
+from tests.helpers import (assert_history_equals_emulator, drop_dataset, load, loaded_counts, make_pipeline,
+                           rows)
 
 ENTITY, PROJECT = "emulator", "demo"
-
-
-@pytest.fixture(params=DESTINATIONS)
-def pipeline(request, tmp_path):
-    p = make_pipeline(request.param, tmp_path)
-    yield p
-    drop_dataset(p)
 
 
 def server_runs(emu, project=PROJECT):

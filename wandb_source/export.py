@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .destination import table_batches
+from .transform import json_or_text
 
 COMPONENTS = ("config", "summary", "metadata", "system_metrics", "system_attrs", "sweep_info")
 RUN_KEY = ("entity", "project", "run_id")
@@ -82,12 +83,7 @@ def _components(run: dict, metadata: dict, sweeps: dict) -> dict[str, dict]:
 
 
 def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value if value is not None else {}
+    return {} if value is None else json_or_text(value)
 
 
 def _write(path: Path, rows: list[dict]) -> int:

@@ -6,11 +6,10 @@ path builds the same rows from the log's environment and metric records.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from .settings import RUN_KEY
-from .transform import json_value, parse_time
+from .transform import json_or_text, json_value, parse_time
 
 METADATA_FILE = "wandb-metadata.json"
 # define_metric records as the SDK stores them in config `_wandb.m` (protobuf field numbers)
@@ -59,19 +58,10 @@ def artifact_rows(run_key: tuple, direction: str, nodes: list[dict]) -> list[dic
             "aliases": json_value([a["alias"] for a in node.get("aliases") or [] if a.get("alias")]),
             "size": node.get("size"), "digest": node.get("digest"), "file_count": node.get("fileCount"),
             "state": node.get("state"), "description": node.get("description"),
-            "metadata": json_value(_json_or_text(node.get("metadata"))),
+            "metadata": json_value(json_or_text(node.get("metadata"))),
             "created_at": parse_time(node.get("createdAt")), "updated_at": parse_time(node.get("updatedAt")),
         })
     return rows
-
-
-def _json_or_text(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def metric_axes_rows(run_key: tuple, wandb_config: Any) -> list[dict]:

@@ -122,6 +122,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def json_or_text(value: Any) -> Any:
+    """A value that may be JSON text (W&B's `metadata`, exported components): parsed, else as it is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def loads_wandb(text: str | None) -> Any:
     """W&B's JSON-in-a-string fields (may hold NaN/Infinity tokens)."""
     return json.loads(text) if text else {}
