@@ -32,11 +32,11 @@ from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
 from .jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
-from .settings import MERGE, TABLE_HINTS
 from .progress import Progress
 from .readers import DONE, RunGone, in_parallel
 from .run_objects import METADATA_FILE, artifact_rows, metadata_row
 from .selection import KeySelection, Selection, StepWindow
+from .settings import MERGE, TABLE_HINTS
 from .transform import ColumnMap, project_row, sweep_row, sweeps_table
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
