@@ -174,11 +174,26 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     options = {"destination": args.destination} if args.destination else {}
     progress = None if args.progress == "none" else args.progress
     try:
-        return dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, progress=progress, **options)
+        pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, progress=progress, **options)
     except UnknownDestinationModule:
         raise ConfigurationError(f"unknown destination {args.destination!r}: use --destination duckdb, postgres or "
                                  "filesystem, or another dlt destination (with its extra installed, e.g. "
                                  "pip install 'dlt[bigquery]')") from None
+    warn_if_elsewhere(pipeline)
+    return pipeline
+
+
+def warn_if_elsewhere(pipeline: dlt.Pipeline) -> None:
+    """dlt keeps a pipeline by name (in ~/.dlt or DLT_DATA_DIR) with the folder it was first run in:
+    local files such as the DuckDB database stay there. Say so when that is another checkout."""
+    try:
+        home = pipeline.get_local_state_val("initial_cwd")
+    except KeyError:
+        return
+    if home and Path(home).resolve() != ROOT:
+        print(f"note: pipeline {pipeline.pipeline_name} was first run in {home}; dlt keeps its local files (the "
+              f"DuckDB database) there. For this folder's own, use --pipeline-name or another DLT_DATA_DIR.",
+              file=sys.stderr)
 
 
 def open_loaded(args: argparse.Namespace, table: str, script: str) -> dlt.Pipeline | None:

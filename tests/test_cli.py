@@ -158,3 +158,24 @@ def test_a_worker_that_lost_its_disk_resumes_from_the_destination(tmp_path, emul
     finally:
         with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {dataset} CASCADE; DROP SCHEMA IF EXISTS {dataset}_staging CASCADE")
+
+
+def test_a_deleted_duckdb_file_is_loaded_again_not_left_empty(tmp_path, emulator):
+    cwd = project_dir(tmp_path, "duckdb")
+    assert run_script(cwd, emulator).returncode == 0
+    steps = duck(cwd, "SELECT count(*) FROM wandb_data.history")[0][0]
+    (cwd / "wandb_pipeline.duckdb").unlink()  # "start over"
+    again = run_script(cwd, emulator)
+    assert again.returncode == 0 and "nothing new" not in again.stdout, again.stdout
+    assert "loading everything again" in again.stderr
+    assert duck(cwd, "SELECT count(*) FROM wandb_data.history")[0][0] == steps > 0
+
+
+def test_a_second_checkout_is_told_where_the_pipeline_lives(tmp_path, emulator):
+    shared = str(tmp_path / "dlt_home")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = project_dir(tmp_path / "a", "duckdb"), project_dir(tmp_path / "b", "duckdb")
+    assert "first run in" not in run_script(first, emulator, DLT_DATA_DIR=shared).stderr
+    done = run_script(second, emulator, "--dry-run", DLT_DATA_DIR=shared)
+    assert done.returncode == 0 and f"was first run in {first}" in done.stderr

@@ -7,6 +7,9 @@ tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
   killed between the two, every later run fails with `OSError: [Errno 39] Directory not empty`.
 - `reset_interrupted_merges`: jobs of a half-loaded package that committed but were not recorded
   run again on resume (see its docstring for what that breaks and how it is undone).
+- `forget_lost_destination`: the local state says data was loaded, but the destination holds none of
+  it (the DuckDB file was deleted, the schema dropped): without this, every later run would load
+  nothing ("up to date") into an empty database.
 """
 
 from __future__ import annotations
@@ -114,3 +117,22 @@ def _apply_columns(pipeline: Any, schema_name: str, tables: list[str], staged: l
         if staged:
             with client.with_staging_dataset():
                 client.update_stored_schema(only_tables=staged, force=True)
+
+
+def forget_lost_destination(pipeline: Any) -> bool:
+    """Drop the local state when the destination has no dataset although the state says loads happened;
+    the next extract then loads everything. Returns True when it did. Not while packages are pending."""
+    if pipeline.has_pending_data or not pipeline.default_schema_name or not pipeline.state.get("sources"):
+        return False
+    try:
+        with pipeline.destination_client() as client:
+            if client.is_storage_initialized():
+                return False
+    except Exception as e:  # noqa: BLE001 - cannot tell (e.g. the destination is down): change nothing
+        logger.info("could not check the destination of %s: %s", pipeline.pipeline_name, e)
+        return False
+    logger.warning("the destination holds no dataset %s although pipeline %s loaded into it before (deleted or "
+                   "replaced?): forgetting the local state and loading everything again",
+                   pipeline.dataset_name, pipeline.pipeline_name)
+    pipeline.drop()
+    return True

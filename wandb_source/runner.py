@@ -4,6 +4,8 @@
 
 - a load that a killed process left behind is repaired (`recovery.py`) and finished first — plain
   `pipeline.run` would finish it and stop without extracting anything new;
+- a destination that lost the dataset (DuckDB file deleted, schema dropped) makes it load everything
+  again, instead of trusting the local state and loading nothing;
 - per-destination options (`load_options`: Delta tables on the filesystem, parquet via ADBC on Postgres);
 - DuckDB's memory is capped for each load by the width of the widest table, decided between
   extract and load (the first load's widths are known only after extract).
@@ -19,7 +21,7 @@ import dlt
 from dlt.common import logger
 
 from .destination import duckdb_memory_limit, load_options
-from .recovery import repair_interrupted_normalize, reset_interrupted_merges
+from .recovery import forget_lost_destination, repair_interrupted_normalize, reset_interrupted_merges
 
 DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 USER_SET_DUCKDB_CONFIG = DUCKDB_GLOBAL_CONFIG in os.environ  # read before this module sets it
@@ -33,6 +35,8 @@ def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None)
         logger.warning("finishing the load that was interrupted last time")
         repair_interrupted_normalize(pipeline)
         reset_interrupted_merges(pipeline)
+    else:
+        forget_lost_destination(pipeline)
     _normalize_and_load(pipeline)  # also syncs state with the destination, once
     pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))
     return _normalize_and_load(pipeline)
