@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import ROOT, add_loaded_dataset_options, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
@@ -25,9 +25,7 @@ from wandb_source.export import export_parquet  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder for the files (default: data/ in the project)")
-    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
-    parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
-    parser.add_argument("--pipeline-name", default=PIPELINE_NAME, help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
+    add_loaded_dataset_options(parser)
     return parser
 
 

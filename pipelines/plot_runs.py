@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import DATASET_NAME, PIPELINE_NAME, ROOT, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import ROOT, add_loaded_dataset_options, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
@@ -33,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the metric's define_metric step axis, else _step)")
     parser.add_argument("--out", default="runs.png", help="PNG file to write (default: runs.png)")
     parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
-    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
-    parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
-    parser.add_argument("--pipeline-name", default=PIPELINE_NAME, help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
+    add_loaded_dataset_options(parser)
     return parser
 
 

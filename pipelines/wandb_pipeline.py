@@ -196,6 +196,14 @@ def warn_if_elsewhere(pipeline: dlt.Pipeline) -> None:
               file=sys.stderr)
 
 
+def add_loaded_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """--destination, --dataset, --pipeline-name of scripts that read what this one loaded."""
+    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
+    parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
+    parser.add_argument("--pipeline-name", default=PIPELINE_NAME,
+                        help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
+
+
 def open_loaded(args: argparse.Namespace, table: str, script: str) -> dlt.Pipeline | None:
     """The pipeline that loaded `args.dataset` (for export_parquet.py, plot_runs.py), state synced from
     the destination; None, after saying so, when `table` was never loaded."""
