@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import ROOT, add_loaded_dataset_options, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import add_loaded_dataset_options, on_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
-from wandb_source import WandbSourceError  # noqa: E402
 from wandb_source.export import export_parquet  # noqa: E402
 
 
@@ -34,18 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        pipeline = open_loaded(args, "runs", "nothing to export")
-        if pipeline is None:
-            return 1
-        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+    def export(pipeline: dlt.Pipeline, out: Path) -> int:
         for name, count in export_parquet(pipeline, out).items():
             print(f"  {out / name}  {count:>12,} rows")
         return 0
-    except (WandbSourceError, dlt.common.exceptions.DltException) as e:
-        print(f"export_parquet failed: {explain(e)}", file=sys.stderr)
-        return 1
+
+    return on_loaded(parse_args(argv), "runs", "export_parquet", export)
 
 
 if __name__ == "__main__":

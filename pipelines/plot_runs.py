@@ -15,12 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from wandb_pipeline import ROOT, add_loaded_dataset_options, explain, open_loaded  # noqa: E402 - also puts the project on sys.path
+from wandb_pipeline import add_loaded_dataset_options, on_loaded  # noqa: E402 - also puts the project on sys.path
 
 import dlt  # noqa: E402
 
-from wandb_source import WandbSourceError  # noqa: E402
-from wandb_source.curves import curve, find_runs  # noqa: E402
+from wandb_source.curves import curve, find_runs, numeric_columns  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,20 +63,16 @@ def plot(curves_by_metric: dict, out: Path, log_y: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        pipeline = open_loaded(args, "history", "nothing to plot")
-        if pipeline is None:
-            return 1
-        runs = find_runs(pipeline, args.run, args.max_runs)
-        curves = {m: [curve(pipeline, run, m, args.x) for run in runs] for m in args.metric}
-        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+
+    def draw(pipeline: dlt.Pipeline, out: Path) -> int:
+        runs, columns = find_runs(pipeline, args.run, args.max_runs), numeric_columns(pipeline)
+        curves = {m: [curve(pipeline, run, m, args.x, columns) for run in runs] for m in args.metric}
         plot(curves, out, args.log_y)
         points = sum(len(c.points) for cs in curves.values() for c in cs)
         print(f"wrote {out}: {len(args.metric)} metric(s), {len(runs)} run(s), {points:,} points")
         return 0
-    except (WandbSourceError, dlt.common.exceptions.DltException) as e:
-        print(f"plot_runs failed: {explain(e)}", file=sys.stderr)
-        return 1
+
+    return on_loaded(args, "history", "plot_runs", draw)
 
 
 if __name__ == "__main__":

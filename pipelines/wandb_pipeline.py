@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -204,17 +205,22 @@ def add_loaded_dataset_options(parser: argparse.ArgumentParser) -> None:
                         help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
 
 
-def open_loaded(args: argparse.Namespace, table: str, script: str) -> dlt.Pipeline | None:
-    """The pipeline that loaded `args.dataset` (for export_parquet.py, plot_runs.py), state synced from
-    the destination; None, after saying so, when `table` was never loaded."""
+def on_loaded(args: argparse.Namespace, table: str, script: str, work: Callable[[dlt.Pipeline, Path], int]) -> int:
+    """Run `work(pipeline, out)` on the pipeline that loaded `args.dataset` (for export_parquet.py and
+    plot_runs.py; state synced from the destination, `out` = `args.out` in the project). Exit code 1, with
+    one paragraph, when `table` was never loaded or the destination fails."""
     options = {"destination": args.destination} if args.destination else {}
-    pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
-    pipeline.sync_destination()
-    if not pipeline.default_schema_name or table not in pipeline.default_schema.tables:
-        print(f"{script}: dataset {args.dataset} has no {table} yet; run pipelines/wandb_pipeline.py first",
-              file=sys.stderr)
-        return None
-    return pipeline
+    try:
+        pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
+        pipeline.sync_destination()
+        if not pipeline.default_schema_name or table not in pipeline.default_schema.tables:
+            print(f"{script}: dataset {args.dataset} has no {table} yet; run pipelines/wandb_pipeline.py first",
+                  file=sys.stderr)
+            return 1
+        return work(pipeline, Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out)
+    except (WandbSourceError, dlt.common.exceptions.DltException) as e:
+        print(f"{script} failed: {explain(e)}", file=sys.stderr)
+        return 1
 
 
 def show_source_progress(verbose: bool) -> None:

@@ -40,38 +40,42 @@ def find_runs(pipeline: Any, wanted: list[str], limit: int) -> list[dict]:
     return found
 
 
-def curve(pipeline: Any, run: dict, metric: str, x_key: Optional[str] = None) -> Curve:
-    """One metric of one run; `x_key` None: the metric's step axis from `metric_axes`, else `_step`."""
+def numeric_columns(pipeline: Any) -> dict[str, tuple[str, bool]]:
+    """{W&B key: (history column, in history_long)} of every key logged as a number (`metric_columns`)."""
+    return {row["key"]: (row["column_name"], bool(row.get("long_table")))
+            for batch in table_batches(pipeline, "metric_columns") for row in batch.to_pylist()
+            if row["table_name"] == "history" and row["kind"] == "number"}
+
+
+def curve(pipeline: Any, run: dict, metric: str, x_key: Optional[str] = None,
+          columns: Optional[dict] = None) -> Curve:
+    """One metric of one run; `x_key` None: the metric's step axis from `metric_axes`, else `_step`.
+    `columns`: `numeric_columns(pipeline)`, read once for many curves (read here when None)."""
+    columns = numeric_columns(pipeline) if columns is None else columns
     key = tuple(run[k] for k in RUN_KEY)
     x_key = x_key or _step_axis(pipeline, key, metric) or "_step"
-    values = _series(pipeline, key, metric)
+    values = _series(pipeline, key, metric, columns)
     if x_key == "_step":
         xs = {step: float(step) for step in values}
     elif x_key in ("_runtime", "_timestamp"):
         xs = {r["_step"]: _number(r.get(x_key)) for r in run_rows(pipeline, "history", key, f"_step, {x_key}")}
     else:
-        xs = _series(pipeline, key, x_key)  # a logged step metric, e.g. epoch
+        xs = _series(pipeline, key, x_key, columns)  # a logged step metric, e.g. epoch
     points = sorted((xs[s], y) for s, y in values.items() if xs.get(s) is not None)
     return Curve(run, metric, x_key, points)
 
 
-def _series(pipeline: Any, key: tuple, metric: str) -> dict[int, float]:
+def _series(pipeline: Any, key: tuple, metric: str, columns: dict) -> dict[int, float]:
     """{_step: value} of `metric` (a W&B key), from `history` or, past its column budget, `history_long`."""
-    column, long_table = _column_of(pipeline, metric)
+    if metric not in columns:
+        raise ConfigurationError(f"no numeric metric {metric!r} in the loaded history: metric names are W&B keys "
+                                 "as logged (see the metric_columns table)")
+    column, long_table = columns[metric]
     if long_table:
         rows = [r for r in run_rows(pipeline, "history_long", key) if r.get("key") == metric]
         return {r["_step"]: v for r in rows if (v := _number(r.get("value_number"))) is not None}
     rows = run_rows(pipeline, "history", key, f'_step, "{column}"')
     return {r["_step"]: v for r in rows if (v := _number(r.get(column))) is not None}
-
-
-def _column_of(pipeline: Any, metric: str) -> tuple[str, bool]:
-    for batch in table_batches(pipeline, "metric_columns"):
-        for row in batch.to_pylist():
-            if row["table_name"] == "history" and row["key"] == metric and row["kind"] == "number":
-                return row["column_name"], bool(row.get("long_table"))
-    raise ConfigurationError(f"no numeric metric {metric!r} in the loaded history: metric names are W&B keys "
-                             "as logged (see the metric_columns table)")
 
 
 def _step_axis(pipeline: Any, key: tuple, metric: str) -> Optional[str]:

@@ -35,9 +35,8 @@ def plan_load(source: Any, state: dict, history_page_size: int = settings.HISTOR
     metadata = resources.get("run_metadata", {}).get("loaded", {})
     selected = set(source.selected_resources)
     (listing,) = list(source.resources["runs_listing"])
-    plans = [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
-             for page in listing["projects"]]
-    return plans
+    return [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
+            for page in listing["projects"]]
 
 
 def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selected: set, page_size: int) -> ProjectPlan:
