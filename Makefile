@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test emulator bench clean
+.PHONY: demo test test-once emulator bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed  ## run the main job end to end against the bundled W&B emulator, into DuckDB
 	$(PY) pipelines/wandb_pipeline.py --demo
 
-test: $(VENV)/.installed  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(VENV)/.installed  ## the suite under the pessimistic emulator profile, then (but the slow kill tests) the convenient one (needs PostgreSQL on 127.0.0.1:5432)
+	WANDB_EMULATOR_PROFILE=pessimistic $(PY) -m pytest $(PYTEST_ARGS)
+	WANDB_EMULATOR_PROFILE=convenient $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-once: $(VENV)/.installed  ## one pass under one profile: make test-once PROFILE=convenient
+	WANDB_EMULATOR_PROFILE=$(or $(PROFILE),pessimistic) $(PY) -m pytest $(PYTEST_ARGS)
 
 emulator: $(VENV)/.installed  ## start the W&B emulator on 127.0.0.1:8765 with the demo dataset
 	$(PY) -m tests.wandb_emulator

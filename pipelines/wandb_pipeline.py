@@ -108,7 +108,8 @@ def run_filter(args: argparse.Namespace) -> dict | None:
             raise ConfigurationError("--filter must be a JSON object, like '{\"state\": \"finished\"}'")
     if args.since:
         since = parse_since(args.since)
-        parts.append({"$or": [{"createdAt": {"$gt": since}}, {"updatedAt": {"$gt": since}}]})
+        # createdAt and heartbeatAt: the filter fields W&B documents (updatedAt is not one of them)
+        parts.append({"$or": [{"createdAt": {"$gt": since}}, {"heartbeatAt": {"$gt": since}}]})
     return None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
 
 
@@ -120,15 +121,17 @@ def parse_since(text: str) -> str:
                                  "2026-11-01T12:00:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")  # W&B's own format (UTC)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the SDK's docs write it
 
 
 def start_demo_server():
     """The W&B emulator from tests/ with the demo dataset, on a free 127.0.0.1 port."""
     from tests.wandb_emulator import DatasetSpec, Emulator
+    from tests.wandb_emulator.profile import SDK
 
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
-    emulator = Emulator(DatasetSpec()).start()
+    # the profile the official SDK copes with: sampled windows, capped events, frozen updatedAt (profile.py)
+    emulator = Emulator(DatasetSpec(), profile=SDK).start()
     print(f"W&B emulator with sample data at {emulator.url}")
     return emulator
 
@@ -262,6 +265,12 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
         print("  nothing new: every run is up to date")
     elif counts.get("history") and seconds > 0:
         print(f"  {'history rows/s':<22} {counts['history'] / seconds:>10,.0f}")
+    sampled = state.get("system_metrics", {}).get("sampled", {})
+    if sampled:
+        print(f"\n{len(sampled)} run(s) have sampled system metrics (W&B caps its events read and they have no "
+              "wandb-events.jsonl); their system_metrics rows have _sampled = true:", file=sys.stderr)
+        for key in sorted(sampled)[:20]:
+            print(f"  {key}", file=sys.stderr)
     failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
     if failed:
         print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)

@@ -36,8 +36,8 @@ def make_emulator():
     started: list[Emulator] = []
 
     def make(spec: DatasetSpec | None = None, **kwargs) -> Emulator:
-        server_kwargs = {k: kwargs.pop(k) for k in ("latency", "rate_limit", "history_page_serves_exported")
-                         if k in kwargs}
+        server_kwargs = {k: kwargs.pop(k) for k in ("latency", "rate_limit", "history_page_serves_exported",
+                                                    "profile") if k in kwargs}
         emu = Emulator(spec or DatasetSpec(**kwargs), **server_kwargs).start()
         started.append(emu)
         return emu
@@ -45,11 +45,14 @@ def make_emulator():
     yield make
     for emu in started:
         emu.stop()
+        wide = [(held, samples) for held, samples in emu.history_windows if held > samples]
+        assert not wide, f"HistoryPage windows held more rows than `samples` (W&B may sample them): {wide[:5]}"
 
 
 @pytest.fixture
 def emulator(make_emulator) -> Emulator:
-    """The demo dataset: 12 awkward runs x up to 200 steps in `emulator/demo`."""
+    """The demo dataset: 12 awkward runs x up to 200 steps in `emulator/demo`, served under the profile
+    `WANDB_EMULATOR_PROFILE` names (default: pessimistic, see tests/wandb_emulator/profile.py)."""
     return make_emulator()
 
 

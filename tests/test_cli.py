@@ -68,7 +68,7 @@ def test_filter_and_since_select_runs(tmp_path, emulator):
     cwd = project_dir(tmp_path / "since", "duckdb")
     done = run_script(cwd, emulator, "--since", since.isoformat())
     assert done.returncode == 0, done.stderr
-    want = {r.name for r in runs if r.created_at > since or r.updated_at > since}
+    want = {r.name for r in runs if r.created_at > since or r.heartbeat_at > since}  # the documented filter fields
     assert {r for (r,) in duck(cwd, "SELECT run_id FROM wandb_data.runs")} == want and want != {r.name for r in runs}
 
 

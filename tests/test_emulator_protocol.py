@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from tests.wandb_emulator import DatasetSpec
+from tests.wandb_emulator.profile import CONVENIENT, PESSIMISTIC
+from wandb_source.client import parse_retry_after
 
 ENTITY, PROJECT = "emulator", "demo"
 RUN_QUERY = """query Run($entity: String!, $project: String!, $name: String!) {
@@ -76,13 +78,23 @@ def test_unknown_fields_fail_validation_like_the_real_schema(emulator):
     assert resp.status_code == 400 and "noSuchField" in resp.text
 
 
-def test_auth_wrong_key_is_401_and_missing_key_is_anonymous(emulator):
-    assert post(emulator, "query { viewer { id } }", key="local-" + "z" * 40).status_code == 401
+@pytest.mark.parametrize("profile", [CONVENIENT, PESSIMISTIC], ids=lambda p: p.name)
+def test_auth_wrong_key_and_missing_key(make_emulator, profile):
+    """A wrong key: HTTP 401 (convenient), or HTTP 200 with `viewer: null` and nothing visible (pessimistic)."""
+    emulator = make_emulator(profile=profile)
+    wrong = post(emulator, "query { viewer { id } }", key="local-" + "z" * 40)
+    if profile.viewer_null_on_bad_key:
+        assert wrong.status_code == 200 and wrong.json()["data"]["viewer"] is None
+        found = post(emulator, RUNS_QUERY, {"entity": ENTITY, "project": PROJECT}, key="local-" + "z" * 40)
+        assert found.status_code == 200 and found.json()["data"]["project"] is None
+    else:
+        assert wrong.status_code == 401
     anonymous = post(emulator, "query { viewer { id } }", key=False)
     assert anonymous.status_code == 200 and anonymous.json()["data"]["viewer"] is None
 
 
-def test_pagination_run_count_and_cursors(emulator):
+def test_pagination_run_count_and_cursors(make_emulator):
+    emulator = make_emulator(profile=CONVENIENT)
     variables = {"entity": ENTITY, "project": PROJECT, "perPage": 5, "filters": json.dumps({"state": "finished"})}
     seen, pages = [], 0
     while True:
@@ -98,12 +110,26 @@ def test_pagination_run_count_and_cursors(emulator):
     assert data["runCount"] == len(finished) == len(seen) and sorted(seen) == sorted(finished)
 
 
+def test_pessimistic_pages_empty_pages_with_more_to_come_and_first_clamped(make_emulator):
+    emulator = make_emulator(DatasetSpec(runs=230, steps=2, awkward=False), profile=PESSIMISTIC)
+    variables = {"entity": ENTITY, "project": PROJECT, "perPage": 500}
+    sizes = []
+    while True:
+        conn = post(emulator, RUNS_QUERY, variables).json()["data"]["project"]["runs"]
+        sizes.append(len(conn["edges"]))
+        if not conn["pageInfo"]["hasNextPage"]:
+            break
+        variables["cursor"] = conn["pageInfo"]["endCursor"]
+    assert sizes == [0, 100, 0, 100, 0, 30]
+
+
 def test_rejected_filter_is_a_graphql_error(emulator):
     resp = post(emulator, RUNS_QUERY, {"entity": ENTITY, "project": PROJECT, "filters": '{"state": {"$bogus": 1}}'})
     assert resp.status_code == 200 and "$bogus" in resp.json()["errors"][0]["message"]
 
 
-def test_every_mutation_advances_updated_at(emulator):
+def test_every_mutation_advances_updated_at(make_emulator):
+    emulator = make_emulator(profile=CONVENIENT)
     run = first_run(emulator, "running")
     store = emulator.store
     mutations = [
@@ -118,6 +144,59 @@ def test_every_mutation_advances_updated_at(emulator):
         after = run_info(emulator, run.name)["updatedAt"]
         assert after > before
         before = after
+
+
+def test_pessimistic_updated_at_moves_on_edits_not_on_appends(make_emulator):
+    emulator = make_emulator(profile=PESSIMISTIC)
+    run = first_run(emulator, "running")
+    before = run_info(emulator, run.name)["updatedAt"]
+    emulator.store.append_steps(ENTITY, PROJECT, run.name, [{"_step": run.history.last_step + 1, "x": 1}])
+    assert run_info(emulator, run.name)["updatedAt"] == before
+    emulator.store.update_run(ENTITY, PROJECT, run.name, notes="edited")
+    assert run_info(emulator, run.name)["updatedAt"] > before
+
+
+@pytest.mark.parametrize("profile", [CONVENIENT, PESSIMISTIC], ids=lambda p: p.name)
+def test_a_window_holding_more_rows_than_samples(make_emulator, profile):
+    """Pessimistic: evenly spaced samples, first and last kept. Convenient: the first `samples` rows."""
+    emulator = make_emulator(DatasetSpec(runs=1, steps=300, awkward=False, parquet_fraction=0), profile=profile)
+    run = next(iter(emulator.store.project(ENTITY, PROJECT).runs.values()))
+    lines = post(emulator, PAGE_QUERY, {"entity": ENTITY, "project": PROJECT, "run": run.name, "minStep": 0,
+                                        "maxStep": 2**62, "pageSize": 100}).json()["data"]["project"]["run"]["history"]
+    steps = [json.loads(line)["_step"] for line in lines]
+    assert len(steps) == 100
+    if profile.sample_history:
+        assert steps[0] == 0 and steps[-1] == 299 and steps != list(range(100))
+    else:
+        assert steps == list(range(100))
+    assert emulator.history_windows == [(300, 100)]
+    emulator.history_windows.clear()  # asked on purpose; the fixture fails any test that sends such a window
+
+
+@pytest.mark.parametrize("profile", [CONVENIENT, PESSIMISTIC], ids=lambda p: p.name)
+def test_events_capped_and_the_full_stream_as_a_run_file(make_emulator, profile):
+    emulator = make_emulator(DatasetSpec(runs=1, steps=5), profile=profile)
+    run = next(iter(emulator.store.project(ENTITY, PROJECT).runs.values()))
+    run.events = [{"_timestamp": 1.7e9 + i, "system.cpu": float(i)} for i in range(1500)]
+    query = """query E($entity: String!, $project: String!, $run: String!) { project(name: $project,
+      entityName: $entity) { run(name: $run) { eventsLineCount events(samples: 1000000)
+      files(names: ["wandb-events.jsonl"]) { edges { node { name url } } } } } }"""
+    node = post(emulator, query, {"entity": ENTITY, "project": PROJECT, "run": run.name}).json()["data"]["project"]["run"]
+    assert node["eventsLineCount"] == 1500
+    assert len(node["events"]) == (profile.events_cap or 1500)
+    files = node["files"]["edges"]
+    assert bool(files) == profile.events_file
+    if files:
+        body = requests.get(files[0]["node"]["url"], timeout=10).content.decode()
+        assert [json.loads(line)["system.cpu"] for line in body.splitlines()] == [float(i) for i in range(1500)]
+
+
+def test_an_older_server_lacks_the_legacy_sweep_fields(make_emulator):
+    emulator = make_emulator(profile=PESSIMISTIC)
+    query = """query { project(name: "demo", entityName: "emulator") { sweeps { edges { node { %s } } } } }"""
+    assert post(emulator, query % "name method bestLoss config").status_code == 200
+    resp = post(emulator, query % "name displayName")
+    assert resp.status_code == 400 and "displayName" in resp.text
 
 
 def test_history_pages_live_tail_only_or_everything(make_emulator):
@@ -179,12 +258,15 @@ def test_connection_faults(emulator, kind):
                       headers={"Authorization": "Basic " + base64.b64encode(f"api:{emulator.api_key}".encode()).decode()})
 
 
-def test_retry_after_and_rate_limit_headers(make_emulator):
-    emu = make_emulator(rate_limit=3)
+@pytest.mark.parametrize("profile", [CONVENIENT, PESSIMISTIC], ids=lambda p: p.name)
+def test_retry_after_and_rate_limit_headers(make_emulator, profile):
+    emu = make_emulator(rate_limit=3, profile=profile)
     statuses = [post(emu, "query { viewer { id } }") for _ in range(5)]
     assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
     assert statuses[0].headers["RateLimit-Limit"] == "3" and statuses[0].headers["RateLimit-Remaining"] == "2"
-    assert int(statuses[3].headers["Retry-After"]) >= 1
+    retry_after = statuses[3].headers["Retry-After"]
+    assert (retry_after.endswith("GMT") if profile.retry_after_date else int(retry_after) >= 1)
+    assert 0 < parse_retry_after(retry_after) <= 2  # an HTTP date is rounded up to the whole second
     time.sleep(1.05)
     assert post(emu, "query { viewer { id } }").status_code == 200
 

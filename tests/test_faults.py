@@ -20,14 +20,14 @@ def finished_run(emu):
     dict(operation="HistoryPage", kind="status", status=429, times=2,
          headers={"RateLimit-Remaining": "0", "RateLimit-Reset": "1"}),
     dict(operation="RunParquetHistory", kind="status", status=429, times=2),  # no Retry-After: backoff
-    dict(operation="RunEvents", kind="status", status=500, times=3),
+    dict(operation="file", kind="status", status=500, times=3),  # run files: metadata, wandb-events.jsonl
     dict(operation="Runs", kind="status", status=503, times=3),
     dict(operation="*", kind="status", status=502, times=4),
-    dict(operation="RunParquetHistory", kind="graphql_error", times=2),
+    dict(operation="RunParquetHistory", kind="graphql_error", times=2, extensions={"code": "UNAVAILABLE"}),
     dict(operation="HistoryPage", kind="drop", times=2),
     dict(operation="HistoryPage", kind="truncate", times=2),
     dict(operation="parquet", kind="truncate", times=2),
-    dict(operation="RunEvents", kind="non_json", times=2),
+    dict(operation="GetSweeps", kind="non_json", times=2),
     dict(operation="HistoryPage", kind="hang", delay=4, times=1),  # slower than request_timeout (2 s)
     dict(operation="Runs", kind="slow", delay=3, times=1),  # answers after the timeout: retried
 ], ids=lambda f: f"{f['operation']}-{f['kind']}-{f.get('status', '')}")
@@ -48,6 +48,26 @@ def test_after_a_429_nothing_is_sent_before_retry_after(tmp_path, emulator):
     # requests already past the gate when the 429 came back may still land (a few ms); after that,
     # every worker waits for Retry-After, not only the one that got the 429
     assert after and not [t for t in after if 0.1 < t < 1.9], after[:12]
+
+
+def test_a_graphql_error_not_marked_transient_fails_at_once(tmp_path, emulator):
+    """wandb-core never retries on a GraphQL `errors` body alone: the run fails, named, without retries."""
+    bad = finished_run(emulator)
+    emulator.faults.add(operation="RunParquetHistory", kind="graphql_error", times=1000, match={"run": bad.name},
+                        message="query complexity too high")
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emulator, **FAST)
+    assert len([r for r in emulator.faults.requests("RunParquetHistory") if r.variables["run"] == bad.name]) == 1
+    failed = pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
+    assert "query complexity too high" in failed[f"emulator/demo/{bad.name}"]
+
+
+def test_retry_after_as_an_http_date_is_honoured(tmp_path, emulator):
+    emulator.faults.add(operation="HistoryPage", kind="status", status=429, times=1, retry_after=2)
+    load(make_pipeline("duckdb", tmp_path), emulator, **FAST)
+    limited = next(r for r in emulator.faults.requests("HistoryPage") if r.status == 429)
+    later = [r.at - limited.done for r in emulator.faults.requests("HistoryPage") if r.at > limited.done + 0.1]
+    assert later and min(later) > 1.9
 
 
 def test_retry_budget_exhausted_fails_clearly_and_the_next_load_catches_up(tmp_path, emulator):

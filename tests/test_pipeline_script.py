@@ -72,7 +72,7 @@ def test_filesystem_by_environment(tmp_path, emulator):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"WANDB_API_KEY": "local-" + "x" * 40}, "rejected the API key"),
+    ({"WANDB_API_KEY": "local-" + "x" * 40}, "did not accept the API key"),
     ({"WANDB_API_KEY": ""}, "no W&B API key"),  # NETRC points at a file that does not exist (conftest)
     ({"SOURCES__WANDB__ENTITY": "nobody"}, "no projects of entity 'nobody'"),
     ({"SOURCES__WANDB__PROJECTS": '["no-such-project"]'}, "no project emulator/no-such-project"),
@@ -86,11 +86,20 @@ def test_failures_exit_1_with_one_clear_message(tmp_path, emulator, env, message
     assert emulator.api_key not in done.stderr + done.stdout
 
 
-def test_missing_entity_says_where_to_set_it(tmp_path, emulator):
+def test_without_an_entity_the_keys_own_entity_loads(tmp_path, emulator):
+    """As `wandb.Api()` does: no entity configured (nor WANDB_ENTITY) → the API key's user's entity."""
     cwd = project_dir(tmp_path, "duckdb", entity="")
     config = (cwd / ".dlt" / "config.toml").read_text().replace('entity = ""', "")
     (cwd / ".dlt" / "config.toml").write_text(config)
     done = run_script(cwd, emulator)
+    assert done.returncode == 0, done.stderr
+    with duckdb.connect(str(cwd / "wandb_pipeline.duckdb"), read_only=True) as con:
+        loaded = con.sql("SELECT count(*) FROM wandb_data.runs").fetchone()[0]
+    assert loaded == len(emulator.store.project("emulator", "demo").runs)
+
+
+def test_an_empty_entity_says_where_to_set_it(tmp_path, emulator):
+    done = run_script(project_dir(tmp_path, "duckdb", entity=" "), emulator)
     assert done.returncode == 1 and "entity" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -27,24 +27,25 @@ from dlt.sources import DltResource
 
 from . import settings
 from .client import WandbClient
-from .credentials import default_base_url, resolve_api_key
+from .credentials import (app_url, default_base_url, default_entity, default_projects, normalize_base_url,
+                          resolve_api_key)
 from .destination import active_pipeline, run_rows
 from .exceptions import (AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError,
                          ServerError, WandbSourceError)
 from .jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
 from .progress import Progress
 from .readers import DONE, RunGone, in_parallel
-from .run_objects import METADATA_FILE, artifact_rows, metadata_row
+from .run_objects import EVENTS_FILE, METADATA_FILE, artifact_rows, metadata_row
 from .selection import KeySelection, Selection, StepWindow
 from .settings import MERGE, TABLE_HINTS
-from .transform import ColumnMap, project_row, sweep_row, sweeps_table
+from .transform import ColumnMap, change_signature, project_row, sweep_row, sweeps_table
 
 __all__ = ["AuthenticationError", "ConfigurationError", "FilterRejectedError", "NotFoundError", "ServerError",
            "WandbClient", "WandbSourceError", "wandb_source"]
 
 @dlt.source(name="wandb", max_table_nesting=0)
 def wandb_source(
-    entity: str = dlt.config.value,
+    entity: Optional[str] = None,
     projects: Optional[Sequence[str]] = None,
     base_url: Optional[str] = None,
     api_key: Optional[TSecretStrValue] = None,
@@ -63,13 +64,17 @@ def wandb_source(
     last_steps: Optional[int] = None,
     system_metrics_include: Optional[Sequence[str]] = None,
     system_metrics_exclude: Optional[Sequence[str]] = None,
+    use_admin_privileges: bool = True,
 ) -> Sequence[DltResource]:
     """Loads W&B data of `entity` (all its projects, or `projects`).
 
     Args:
-        entity: W&B entity (user or team) that owns the projects.
-        projects: project names; `entity/project` also accepted. None loads every project of the entity.
-        base_url: W&B API URL. Default: WANDB_BASE_URL, else the wandb SDK's default.
+        entity: W&B entity (user or team) that owns the projects. Default: WANDB_ENTITY, else the API
+            key's own entity (as `wandb.Api()` does).
+        projects: project names; `entity/project` also accepted. Default: WANDB_PROJECT, else every
+            project of the entity.
+        base_url: W&B API URL. Default: WANDB_BASE_URL, else `base_url` in the wandb SDK's settings files
+            (`wandb login --host`), else the SDK's default server.
         api_key: W&B API key. Default: WANDB_API_KEY, else the netrc entry for the server.
         filters: W&B run filter (Mongo-style, e.g. {"state": "finished"}) applied to runs and history.
         history_page_size: rows per history request.
@@ -88,27 +93,32 @@ def wandb_source(
         last_steps: per run and load, only the last N steps holding a selected key.
         system_metrics_include: glob patterns of system-metric keys to load (`system.gpu.*`).
         system_metrics_exclude: glob patterns of system-metric keys not to load.
+        use_admin_privileges: send `Use-Admin-Privileges: true` as `wandb.Api()` does (an admin then sees
+            what `wandb.Api()` shows them); false to read with the user's own view.
 
     Returns:
         Resources `projects`, `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history`
         (+ `history_long`), `system_metrics`, `run_metadata`, `artifacts` and `sweeps`.
     """
-    if not entity or not isinstance(entity, str):
-        raise ConfigurationError("`entity` is required: set it under [sources.wandb] in .dlt/config.toml "
-                                 "or SOURCES__WANDB__ENTITY.")
-    url = (base_url or default_base_url()).rstrip("/")
+    if entity is not None and (not isinstance(entity, str) or not entity.strip()):
+        raise ConfigurationError(f"`entity` {entity!r} is not a W&B entity name: set it under [sources.wandb] in "
+                                 ".dlt/config.toml or SOURCES__WANDB__ENTITY (or WANDB_ENTITY).")
+    url = normalize_base_url(base_url) if base_url else default_base_url()
     client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, backoff=backoff_seconds,
-                         timeout=request_timeout, pool_size=max_workers, allow_insecure_http=allow_insecure_http)
+                         timeout=request_timeout, pool_size=max_workers, allow_insecure_http=allow_insecure_http,
+                         use_admin_privileges=use_admin_privileges)
+    client.viewer()  # a key W&B does not accept fails here, in one paragraph (W&B may answer it with HTTP 200)
+    entity = entity or default_entity() or _viewer_entity(client)
+    projects = projects or default_projects()
     history_selection = Selection(KeySelection.of(history_include, history_exclude, "history"),
                                   StepWindow.of(min_step, max_step, last_steps))
     system_selection = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
     targets = _project_list(client, entity, projects)
     listing = _runs_listing(client, targets, filters)
-    app_url = _app_url(url)
     return (
         _projects(client, targets),
         listing,
-        listing | _runs(client, app_url, track_deletions=not filters),
+        listing | _runs(client, app_url(url), track_deletions=not filters),
         listing | _history(client, history_page_size, max_workers, max_history_columns, history_selection),
         listing | _system_metrics(client, max_workers, system_selection),
         listing | _run_metadata(client, max_workers),
@@ -137,8 +147,12 @@ def _project_list(client: WandbClient, entity: str, projects: Optional[Sequence[
     return targets
 
 
-def _app_url(base_url: str) -> str:
-    return base_url.replace("://api.", "://", 1)
+def _viewer_entity(client: WandbClient) -> str:
+    entity = client.viewer().get("entity")
+    if not entity:
+        raise ConfigurationError("`entity` is required and the API key's user has no default entity: set it "
+                                 "under [sources.wandb] in .dlt/config.toml, SOURCES__WANDB__ENTITY or WANDB_ENTITY.")
+    return str(entity)
 
 
 def _projects(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
@@ -160,7 +174,7 @@ def _projects(client: WandbClient, targets: list[tuple[str, str]]) -> DltResourc
 def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: Optional[dict]) -> DltResource:
     @dlt.resource(name="runs_listing", selected=False)
     def runs_listing() -> Iterator[dict]:
-        """One item: the light run records (id, updatedAt, state...) of every project, the parent of
+        """One item: the light run records (name, state, change signals...) of every project, the parent of
         runs, history and system_metrics. One item, not one per page, because dlt interleaves the
         generators of a transformer's items: per-project bookkeeping (deleted runs) and one bounded
         pool of fetches both need the whole listing in one call."""
@@ -172,13 +186,14 @@ def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: 
 
 
 def _changed(page: dict, seen: dict) -> list[dict]:
-    """Runs of a project's listing whose `updatedAt` differs from what this table loaded last time."""
+    """Runs of a project's listing whose change signature (`transform.change_signature`: updatedAt,
+    heartbeatAt, state, row counts, tags, notes...) differs from what this table loaded last time."""
     out = []
     for node in page["runs"]:
         key = _run_key_str(page, node["name"])
         previous = seen.get(key)
         previous = previous[0] if isinstance(previous, list) else previous
-        if previous != node.get("updatedAt"):
+        if previous != change_signature(node):
             out.append(node)
     return out
 
@@ -203,9 +218,10 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
     @dlt.transformer(name="runs", write_disposition=MERGE)
     def runs(listing: dict) -> Iterator[Any]:
         """One row per run, keyed (entity, project, run_id), with config and summary also as
-        `run_config` / `run_summary` (one row per key). Incremental on each run's `updated_at`: a
-        second load fetches in full only runs whose `updated_at` changed; runs gone from W&B get
-        `deleted_at` (no rows are purged)."""
+        `run_config` / `run_summary` (one row per key). Incremental on each run's change signals
+        (`updated_at` when W&B has it, `heartbeat_at`, state, row counts, tags, notes): a second load
+        fetches in full only runs where one changed; runs gone from a complete listing get `deleted_at`
+        (no rows are purged)."""
         state = dlt.current.resource_state().setdefault("updated_at", {})
         for page in listing["projects"]:
             try:
@@ -228,7 +244,7 @@ def _project_runs(client: WandbClient, page: dict, state: dict, app_url: str) ->
         nodes = client.runs_by_name(page["entity"], page["project"], names)
         yield from run_tables(nodes, page["entity"], page["project"], app_url)
         for node in nodes:
-            state[_run_key_str(page, node["name"])] = node.get("updatedAt")
+            state[_run_key_str(page, node["name"])] = change_signature(node)
 
 
 def _mark_deleted(page: dict, state: dict, listed: set) -> Iterator[list[dict]]:
@@ -254,7 +270,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
         pages, narrowed by `history_include`/`history_exclude`, `min_step`/`max_step`, `last_steps`.
         Per-run `_step` cursor: a second load fetches only steps after the last one loaded, and
-        only for runs whose `updated_at` changed; a rewound run is reloaded and its vanished steps
+        only for runs whose change signals moved; a rewound run is reloaded and its vanished steps
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
@@ -274,15 +290,19 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
 def _system_metrics(client: WandbClient, max_workers: int, selection: Selection) -> DltResource:
     @dlt.transformer(name="system_metrics", write_disposition=MERGE)
     def system_metrics(listing: dict) -> Iterator[Any]:
-        """W&B's system-metric samples (`events`: CPU, GPU, memory, network...) keyed (entity, project,
-        run_id, _timestamp), narrowed by `system_metrics_include`/`system_metrics_exclude`. Per-run
-        cursor on `_timestamp`, fetched only for runs whose `updated_at` changed."""
+        """W&B's system-metric samples (CPU, GPU, memory, network...) keyed (entity, project, run_id,
+        _timestamp), narrowed by `system_metrics_include`/`system_metrics_exclude`. Every sample from the
+        run file `wandb-events.jsonl` when the run has it; else W&B's `events` read, which W&B caps:
+        `_sampled` is true when it gave fewer samples than the run holds (those runs are also listed in
+        the resource state `sampled`). Per-run cursor on `_timestamp`, fetched only for runs whose change
+        signals moved."""
         state = dlt.current.resource_state()
         cursors = state.setdefault("runs", {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS,
+        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
+        _find_events_files(client, jobs)
         work = lambda job: event_batches(client, job, columns, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "system_metrics")
         yield from _metric_columns(columns, "system_metrics")
@@ -315,15 +335,33 @@ def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:
 
 
 def _jobs(listing: dict, cursors: dict) -> list[RunJob]:
-    return [RunJob(page["entity"], page["project"], n["name"], n.get("updatedAt"),
-                   cursors.get(_run_key_str(page, n["name"])), n.get("historyLineCount"))
+    return [RunJob(page["entity"], page["project"], n["name"], change_signature(n),
+                   cursors.get(_run_key_str(page, n["name"])), n.get("historyLineCount"), n.get("eventsLineCount"))
             for page in listing["projects"] for n in _changed(page, cursors)]
+
+
+def _find_events_files(client: WandbClient, jobs: list[RunJob]) -> None:
+    """Each job's `wandb-events.jsonl` URL, looked up 50 runs per request."""
+    by_project: dict[tuple[str, str], list[RunJob]] = {}
+    for job in jobs:
+        by_project.setdefault((job.entity, job.project), []).append(job)
+    for (entity, project), project_jobs in by_project.items():
+        for start in range(0, len(project_jobs), settings.DETAIL_BATCH_SIZE):
+            batch = {job.run_id: job for job in project_jobs[start:start + settings.DETAIL_BATCH_SIZE]}
+            try:
+                urls = client.run_file_urls(entity, project, list(batch), EVENTS_FILE)
+            except NotFoundError:
+                break  # the project went away during the load
+            for name, url in urls.items():
+                if name in batch:
+                    batch[name].events_url = url
 
 
 def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dict, table: str) -> Iterator[Any]:
     """Fetch runs concurrently; tables are batched (fewer, larger items for dlt). A run's cursor
     advances in state, which dlt commits only with the extracted package."""
     failed = state.setdefault("failed", {})
+    sampled = state.setdefault("sampled", {}) if table == "system_metrics" else {}
     batches = TableBatches()
     progress = Progress(table, len(jobs))
     for job, item, error in in_parallel(jobs, work, max_workers):
@@ -335,6 +373,7 @@ def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dic
         if error is None:
             cursors[job.key] = job.state()
             failed.pop(job.key, None)
+            _note_sampled(job, sampled)
         elif isinstance(error, RunGone):
             cursors.pop(job.key, None)
         elif isinstance(error, (AuthenticationError, ConfigurationError)):
@@ -344,6 +383,15 @@ def _run_jobs(jobs: list, work: Any, max_workers: int, state: dict, cursors: dic
                          job.key, type(error).__name__, error)
             failed[job.key] = f"{type(error).__name__}: {error}"
     yield from batches.flush()
+
+
+def _note_sampled(job: RunJob, sampled: dict) -> None:
+    if job.sampled:
+        sampled[job.key] = f"W&B's events read returned fewer samples than the run's {job.events_line_count}"
+        logger.warning("system metrics of run %s are a sample (W&B caps its events read and the run has no "
+                       "wandb-events.jsonl); their rows have _sampled = true", job.key)
+    elif job.sampled is False:
+        sampled.pop(job.key, None)
 
 
 def _run_metadata(client: WandbClient, max_workers: int) -> DltResource:
@@ -388,8 +436,8 @@ def _artifacts(client: WandbClient) -> DltResource:
     def artifacts(listing: dict) -> Iterator[Any]:
         """Artifact versions each run logged (`direction` = output) and used (input): name, type, version,
         aliases, size, digest, created_at. Keyed (entity, project, run_id, direction, artifact_id); join
-        on `name`/`version` or `digest` for lineage. Fetched 50 runs per request, only for runs whose
-        `updated_at` changed since the last load."""
+        on `name`/`version` or `digest` for lineage. At most 100 artifact versions per request (as the
+        SDK's page), only for runs whose change signals moved since the last load."""
         seen = dlt.current.resource_state().setdefault("updated_at", {})
         for page in listing["projects"]:
             changed = _changed(page, seen)
@@ -403,7 +451,7 @@ def _artifacts(client: WandbClient) -> DltResource:
                         for row in artifact_rows((page["entity"], page["project"], name), direction, nodes)]
                 if rows:
                     yield table_item("artifacts", rows)
-                seen.update((_run_key_str(page, n["name"]), n.get("updatedAt")) for n in batch)
+                seen.update((_run_key_str(page, n["name"]), change_signature(n)) for n in batch)
 
     return artifacts
 

@@ -60,15 +60,19 @@ def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> It
 
 @dataclass
 class RunJob:
-    """One run to fetch: its key, W&B's `updatedAt` now, and what the table loaded last time."""
+    """One run to fetch: its key, its change signature now (`transform.change_signature`), and what the
+    table loaded last time."""
 
     entity: str
     project: str
     run_id: str
-    updated_at: str | None
-    previous: list | None  # [updated_at, *cursor] from state
+    updated_at: str | None  # the change signature (named for the state it replaced)
+    previous: list | None  # [signature, *cursor] from state
     history_line_count: int | None = None
+    events_line_count: int | None = None
+    events_url: str | None = None  # the run's `wandb-events.jsonl`, when it has one
     cursor: Any = field(default=None)
+    sampled: bool | None = None  # system metrics: True when W&B gave fewer samples than the run holds
 
     @property
     def key(self) -> str:
@@ -92,7 +96,8 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
         return  # nothing logged yet: no request
     project, window = f"{job.entity}/{job.project}", _read_window(selection, job)
     kept: list = []
-    for batch in read_history(client, job.run_key, job.cursor, page_size, window, selection.columns(project)):
+    for batch in read_history(client, job.run_key, job.cursor, page_size, window, selection.columns(project),
+                              job.history_line_count):
         selection.observe(project, batch)
         batch = selection.apply(batch)
         if selection.window.last_steps:
@@ -124,15 +129,19 @@ def _history_tables(batch: Any, job: RunJob, columns: ColumnMap) -> list:
 def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
                   selection: Optional[Selection] = None) -> Iterator[Any]:
     """Arrow tables for `system_metrics` with the samples newer than the last one loaded (only the
-    keys `selection` picks)."""
+    keys `selection` picks): the run's full stream `wandb-events.jsonl` when it has one, else W&B's
+    `events` read, marked `_sampled` when it gave fewer samples than the run holds."""
     selection = selection or Selection()
     last = job.previous[1] if job.previous else None
-    rows = read_events(client, job.run_key, last)
+    rows, job.sampled = read_events(client, job.run_key, last, job.events_url, job.events_line_count)
     job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
     selection.observe(f"{job.entity}/{job.project}", rows)
     rows = selection.apply(rows)
     if rows:
-        yield from named_tables(metric_tables(rows, job.run_key, columns, "_timestamp"), "system_metrics")
+        wide, long = metric_tables(rows, job.run_key, columns, "_timestamp")
+        if wide is not None:
+            wide = wide.append_column("_sampled", pa.array([job.sampled] * wide.num_rows, pa.bool_()))
+        yield from named_tables((wide, long), "system_metrics")
 
 
 @dataclass

@@ -90,7 +90,7 @@ def _logs_resource(root: Path, reader: LogReader, max_columns: int, selections: 
         checkpoints = state.setdefault("open_logs", {})
         naming = dlt.current.source_schema().naming
         columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns, naming)
-        system = ColumnMap(state.setdefault("system_columns", {}), settings.OWN_METRIC_COLUMNS,
+        system = ColumnMap(state.setdefault("system_columns", {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
                            settings.MAX_SYSTEM_METRICS_COLUMNS, naming)
         for group, parsed in _parsed_groups(_changed_groups(root, seen), reader, checkpoints):
             for run, logs in _by_run(parsed).items():

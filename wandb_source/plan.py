@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import settings
+from .transform import change_signature
 
 
 @dataclass
@@ -20,7 +21,7 @@ class ProjectPlan:
     new: int = 0
     changed: int = 0
     steps: int = 0  # history rows to fetch (for a changed run: the steps past the last one loaded)
-    requests: int = 0  # an upper bound: every history page fetched live, none from parquet exports
+    requests: int = 0  # an estimate: every history step fetched live (none from parquet), no empty pages
 
     @property
     def name(self) -> str:
@@ -41,13 +42,14 @@ def plan_load(source: Any, state: dict, history_page_size: int = settings.HISTOR
 
 def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selected: set, page_size: int) -> ProjectPlan:
     plan = ProjectPlan(page["entity"], page["project"], runs=len(page["runs"]))
-    plan.requests = 2 + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)  # projects, sweeps, listing
+    # viewer and server probe, projects, sweeps, listing
+    plan.requests = 4 + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)
     changed_runs = []
     for node in page["runs"]:
         key = f"{page['entity']}/{page['project']}/{node['name']}"
         if key not in loaded:
             plan.new += 1
-        elif _previous(loaded[key]) != node.get("updatedAt"):
+        elif _previous(loaded[key]) != change_signature(node):
             plan.changed += 1
         else:
             continue
@@ -55,11 +57,16 @@ def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selec
         steps = _steps_to_fetch(node, cursors.get(key))
         plan.steps += steps
         if "history" in selected and (steps or key not in cursors):
-            plan.requests += 1 + max(1, math.ceil(steps / page_size))  # parquet lookup + live pages
-        plan.requests += "system_metrics" in selected
+            # parquet lookup + live windows (each lists at most page_size - 1 steps)
+            plan.requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
+        plan.requests += "system_metrics" in selected  # wandb-events.jsonl download, or the events read
         plan.requests += "run_metadata" in selected and key not in metadata
     batches = math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
-    plan.requests += batches * (("runs" in selected) + ("artifacts" in selected) + ("run_metadata" in selected))
+    # full runs, metadata file lookups, events file lookups: 50 runs per request
+    plan.requests += batches * (("runs" in selected) + ("run_metadata" in selected) + ("system_metrics" in selected))
+    if "artifacts" in selected:
+        per_request = max(1, settings.ARTIFACTS_PER_REQUEST // (2 * settings.ARTIFACTS_NESTED_PAGE_SIZE))
+        plan.requests += math.ceil(len(changed_runs) / per_request)
     return plan
 
 

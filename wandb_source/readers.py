@@ -1,9 +1,11 @@
 """Private generators: a run's full-resolution history, its system metrics, and a bounded thread pool.
 
-History comes from two places (see the protocol notes): parquet exports for the exported prefix and
-`HistoryPage` from the first live step. Steps below the first live step are taken from parquet only
-and steps from it on from live pages only, so every step arrives once whether or not the server's
-live pages also serve exported steps.
+History: `history_plan.plan_history` decides the reads from what W&B says exists (parquet exports, the
+live steps); this module executes them and checks every answer. Steps below the first live step come
+from parquet only and steps from it on from live pages only, so every step arrives once whether or not
+the server's live pages also serve exported steps. A live page that lacks a step W&B listed, or that may
+have been sampled, is never accepted: the window is split and asked again, or the run fails this load
+(and is fetched again next load) with the reason.
 
 Incremental reads start at the last loaded step (inclusive) and check that its `_timestamp` is
 unchanged; if it is not, or the step is gone, the run was rewound and is read again from scratch.
@@ -11,7 +13,9 @@ unchanged; if it is not, or the step is gone, the run was rewound and is read ag
 
 from __future__ import annotations
 
+import collections
 import io
+import json
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +25,11 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from dlt.common import logger
 
-from .client import WandbClient
+from .client import WandbClient, as_step
+from .exceptions import ServerError
+from .history_plan import HistoryPlan, LiveWindow, plan_history
 from .selection import StepWindow
 from .transform import lines_to_arrow, parse_history_lines
 
@@ -35,6 +42,10 @@ class RunGone(Exception):
 
 class Rewound(Exception):
     """The last loaded step changed or vanished: W&B rewound the run."""
+
+
+class HistoryChanged(ServerError):
+    """A live page lacked steps W&B had just listed (the run changed while it was read)."""
 
 
 @dataclass
@@ -56,73 +67,66 @@ class HistoryCursor:
 
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
                  page_size: int, window: StepWindow = StepWindow(),
-                 columns: Callable[[list[str]], list[str]] | None = None) -> Iterator[list[dict] | pa.Table]:
-    """Batches newer than `cursor` (Arrow tables from parquet exports, row lists from live pages);
-    the whole history again after a rewind. Only steps inside `window` (min_step..max_step); live
-    pages are asked for that range only. `columns` picks the columns read from parquet exports."""
+                 columns: Callable[[list[str]], list[str]] | None = None,
+                 history_line_count: int | None = None) -> Iterator[list[dict] | pa.Table]:
+    """Batches newer than `cursor` (Arrow tables from parquet exports, Arrow tables or row lists from
+    live pages); the whole history again after a rewind. Only steps inside `window` (min_step..max_step).
+    `columns` picks the columns read from parquet exports. `history_line_count` (from the listing) says
+    whether a run with nothing exported or live has rows all the same (then it is scanned by step)."""
     try:
-        yield from _read(client, run_key, cursor, page_size, window, columns)
+        yield from _read(client, run_key, cursor, page_size, window, columns, history_line_count)
     except Rewound:
         fresh = HistoryCursor(rewound=True)
-        yield from _read(client, run_key, fresh, page_size, window, columns)
+        yield from _read(client, run_key, fresh, page_size, window, columns, history_line_count)
         cursor.__dict__.update(fresh.__dict__)
 
 
 def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
-          window: StepWindow, columns: Callable[[list[str]], list[str]] | None) -> Iterator[list[dict]]:
-    found = client.parquet_history(*run_key)
+          window: StepWindow, columns: Callable[[list[str]], list[str]] | None,
+          history_line_count: int | None) -> Iterator[Any]:
+    urls, plan = _plan(client, run_key, cursor, page_size, window, history_line_count)
+    if plan.rewound:
+        raise Rewound()
+    if plan.read_exports:
+        yield from _read_exports(client, urls, plan, cursor, window, columns)
+    yield from _read_live(client, run_key, plan, cursor, window)
+
+
+def _plan(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
+          window: StepWindow, history_line_count: int | None) -> tuple[list[str], HistoryPlan]:
+    found = client.parquet_history(*run_key) if client.has_field("Run", "parquetHistory") else ([], None)
     if found is None:
         raise RunGone("/".join(run_key))
     urls, live = found
-    min_live = live[0] if live else None
-    verify = cursor.last_step if cursor.last_step >= 0 else None
-    checked = verify is None
-    first_new = window.first(cursor.last_step + 1)
-    if urls and (verify is None or min_live is None or verify < min_live):
-        for url in urls:
-            table = _read_parquet(client.download(url), columns)
-            if table is None:
-                continue
-            if min_live is not None:
-                table = table.filter(pc.less(table["_step"], min_live))
-            checked = checked or _check_arrow(table, verify, cursor)
-            yield from _emit_arrow(window.arrow(table), first_new, cursor)
-        if not checked and (min_live is None or verify < min_live):
-            raise Rewound()
-    if urls and min_live is None:
-        return  # everything is exported
-    start = min_live if urls else 0
-    if verify is not None and verify >= start:
-        start = verify  # read the last loaded step again, to see the run was not rewound
-    else:
-        start = max(start, first_new)  # ask only for the window
-    yield from _read_live(client, run_key, cursor, page_size, start, live, checked, first_new, window)
-
-
-def _read_live(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
-               start: int, live: list[int], checked: bool, first_new: int,
-               window: StepWindow) -> Iterator[list[dict]]:
-    verify = cursor.last_step if not checked else None
-    stop = None if window.max_step is None else max(window.max_step, verify or 0) + 1
-    while True:
-        if stop is not None and start >= stop:
-            return
-        lines = client.history_page(*run_key, start, page_size, stop)
-        if lines is None:
+    last_step = None
+    if not urls and not live and (live is None or history_line_count):
+        last_step = client.last_history_step(*run_key)  # nothing listed, yet rows exist: scan by step
+        if last_step is None:
             raise RunGone("/".join(run_key))
-        page = _live_page(lines, start)
-        steps = page["_step"].to_pylist() if isinstance(page, pa.Table) else [r["_step"] for r in page]
-        if verify is not None:
-            if not steps or steps[0] != verify or not _check_page(page, verify, cursor):
-                raise Rewound()  # the last loaded step is gone
-            verify = None
-        yield from (_emit_arrow(window.arrow(page), first_new, cursor) if isinstance(page, pa.Table)
-                    else _emit(window.rows(page), first_new, cursor))
-        if not steps or (live and steps[-1] >= live[-1] and len(steps) < page_size):
-            return
-        if stop is not None and (len(steps) < page_size or steps[-1] + 1 >= stop):
-            return  # the whole window was in this page
-        start = steps[-1] + 1
+        live = None
+    return urls, plan_history(bool(urls), live, cursor.last_step, window, page_size, last_step)
+
+
+def _read_exports(client: WandbClient, urls: list[str], plan: HistoryPlan, cursor: HistoryCursor,
+                  window: StepWindow, columns: Callable[[list[str]], list[str]] | None) -> Iterator[pa.Table]:
+    """The parquet exports below the first live step. Held back until the last loaded step is found
+    unchanged in them (a rewound run is read again, so nothing may be emitted twice)."""
+    checked = not plan.verify_in_exports
+    held: list[pa.Table] = []
+    for url in urls:
+        table = _read_parquet(client.download(url), columns)
+        if table is None:
+            continue
+        if plan.exports_below is not None:
+            table = table.filter(pc.less(table["_step"], plan.exports_below))
+        checked = checked or _check_arrow(table, plan.verify, cursor)
+        held.append(window.arrow(table))
+        if checked:
+            for ready in held:
+                yield from _emit_arrow(ready, plan.first_new, cursor)
+            held.clear()
+    if not checked:
+        raise Rewound()
 
 
 def _read_parquet(data: bytes, columns: Callable[[list[str]], list[str]] | None) -> pa.Table | None:
@@ -134,13 +138,68 @@ def _read_parquet(data: bytes, columns: Callable[[list[str]], list[str]] | None)
     return export.read(columns=None if columns is None else columns(names))
 
 
-def _live_page(lines: list[str], start: int) -> pa.Table | list[dict]:
-    """A live page sorted by step from `start` on: an Arrow table, or rows when Arrow cannot type it."""
+def _read_live(client: WandbClient, run_key: tuple[str, str, str], plan: HistoryPlan, cursor: HistoryCursor,
+               window: StepWindow) -> Iterator[Any]:
+    """The planned `HistoryPage` windows, in order. An answer that may have been sampled is split and
+    asked again; one that lacks a listed step fails the run (it is fetched again next load)."""
+    verify = None if plan.verify_in_exports else plan.verify
+    pending = collections.deque(plan.windows)
+    while pending:
+        live_window = pending.popleft()
+        lines = client.history_page(*run_key, live_window.min_step, live_window.max_step, live_window.samples)
+        if lines is None:
+            raise RunGone("/".join(run_key))
+        page = _live_page(lines, live_window)
+        steps = page["_step"].to_pylist() if isinstance(page, pa.Table) else [r["_step"] for r in page]
+        verdict = judge_page(live_window, steps)
+        if verdict == "split":
+            pending.extendleft(reversed(live_window.split()))
+            continue
+        if verdict == "missing":
+            missing = sorted(set(live_window.expected or ()) - set(steps))
+            raise HistoryChanged(f"W&B listed step(s) {missing[:5]} of run {'/'.join(run_key)} as live but "
+                                 f"HistoryPage [{live_window.min_step}, {live_window.max_step}) did not return "
+                                 "them (the run changed while it was read); it is fetched again next load")
+        if verify is not None:
+            if not steps or steps[0] != verify or not _check_page(page, verify, cursor):
+                raise Rewound()  # the last loaded step is gone or changed
+            verify = None
+        yield from (_emit_arrow(window.arrow(page), plan.first_new, cursor) if isinstance(page, pa.Table)
+                    else _emit(window.rows(page), plan.first_new, cursor))
+    if verify is not None:
+        raise Rewound()  # the last loaded step was to be read again, and nothing was
+
+
+def judge_page(live_window: LiveWindow, steps: list[int]) -> str:
+    """"ok", "split" (the answer may be a sample of more rows: ask for halves) or "missing" (a step
+    W&B listed as live is not there, and the answer is no sample)."""
+    got = set(steps)
+    expected = set(live_window.expected) if live_window.expected is not None else None
+    may_be_sampled = len(steps) >= live_window.samples and live_window.max_step - live_window.min_step > 1
+    if expected is None:
+        return "ok"  # the window is at most `samples` steps wide: it cannot hold more rows
+    if not expected <= got:
+        return "split" if may_be_sampled else "missing"
+    if got != expected and may_be_sampled:
+        return "split"  # steps nobody listed filled the page: more may have been there
+    return "ok"
+
+
+def _live_page(lines: list[str], live_window: LiveWindow) -> pa.Table | list[dict]:
+    """A live page's rows inside the window, sorted by step: an Arrow table, or rows when Arrow cannot
+    type it (a key changing type, ints beyond int64, `_step` sent as a float)."""
+    lo, hi = live_window.min_step, live_window.max_step
     table = lines_to_arrow(lines)
     if table is not None:
-        return table.filter(pc.greater_equal(table["_step"], start)).sort_by("_step")
-    return sorted((r for r in parse_history_lines(lines) if "_step" in r and r["_step"] >= start),
-                  key=lambda r: r["_step"])
+        steps = table["_step"]
+        return table.filter(pc.and_(pc.greater_equal(steps, lo), pc.less(steps, hi))).sort_by("_step")
+    rows = []
+    for row in parse_history_lines(lines):
+        if isinstance(row, dict) and row.get("_step") is not None:
+            row["_step"] = as_step(row["_step"])
+            if lo <= row["_step"] < hi:
+                rows.append(row)
+    return sorted(rows, key=lambda r: r["_step"])
 
 
 def _check_page(page: pa.Table | list[dict], step: int, cursor: HistoryCursor) -> bool:
@@ -197,13 +256,39 @@ def _emit(rows: list[dict], first_new: int, cursor: HistoryCursor) -> Iterator[l
     yield new
 
 
-def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float | None) -> list[dict]:
-    """System-metric samples newer than `after` (a `_timestamp`)."""
-    lines = client.events(*run_key)
-    if lines is None:
-        raise RunGone("/".join(run_key))
-    rows = [r for r in parse_history_lines(lines) if isinstance(r.get("_timestamp"), (int, float))]
-    return [{k: v for k, v in r.items() if k != "_wandb"} for r in rows if after is None or r["_timestamp"] > after]
+def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float | None, url: str | None = None,
+                line_count: int | None = None) -> tuple[list[dict], bool | None]:
+    """System-metric samples newer than `after` (a `_timestamp`), and whether they are a sample of the
+    run's: from the run file `wandb-events.jsonl` (every sample, as the SDK streamed it) when `url` is
+    given, else from `events(samples:)`, which W&B caps: sampled when it returns fewer than `line_count`
+    (`eventsLineCount`), unknown (None) when W&B does not say how many there are."""
+    if url:
+        rows, sampled = parse_events_file(client.download(url)), False
+    else:
+        lines = client.events(*run_key)
+        if lines is None:
+            raise RunGone("/".join(run_key))
+        rows = parse_history_lines(lines)
+        sampled = None if line_count is None else len(rows) < line_count
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("_timestamp"), (int, float))
+            and not isinstance(r.get("_timestamp"), bool)]
+    return [{k: v for k, v in r.items() if k != "_wandb"} for r in rows if after is None or r["_timestamp"] > after], sampled
+
+
+def parse_events_file(data: bytes) -> list[dict]:
+    """`wandb-events.jsonl`: one JSON object per line (NaN/Infinity tokens allowed). A last line that does
+    not parse is still being written and is left for the next load; a damaged line is skipped."""
+    lines = data.split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                logger.warning("skipped line %d of a wandb-events.jsonl: not JSON", number)
+    return rows
 
 
 def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_workers: int,

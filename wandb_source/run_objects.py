@@ -12,6 +12,7 @@ from .settings import RUN_KEY
 from .transform import json_or_text, json_value, parse_time
 
 METADATA_FILE = "wandb-metadata.json"
+EVENTS_FILE = "wandb-events.jsonl"  # the SDK's system-metrics stream, one JSON object per sample
 # define_metric records as the SDK stores them in config `_wandb.m` (protobuf field numbers)
 _NAME, _GLOB, _STEP_METRIC, _STEP_INDEX, _OPTIONS, _SUMMARY, _GOAL = "1", "2", "4", "5", "6", "7", "8"
 _SUMMARIES = {1: "min", 2: "max", 3: "mean", 4: "best", 5: "last", 6: "none", 7: "copy", 8: "first"}

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 # -- paging and concurrency ------------------------------------------------------------------
-RUNS_PAGE_SIZE = 500  # runs per listing page (the light fragment is small)
-DETAIL_BATCH_SIZE = 50  # changed runs fetched in full per request (`name: {"$in": [...]}`)
-HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage request
-EVENTS_SAMPLES = 1_000_000  # `events(samples:)` is sampled: ask for more than any run has
-MAX_WORKERS = 8  # runs whose history (or metadata file) is fetched at the same time
-ARTIFACTS_PAGE_SIZE = 100  # artifacts per run and direction in one request
+# Page sizes are the wandb SDK 0.31's (no server maximum is documented; W&B may clamp `first`).
+RUNS_PAGE_SIZE = 50  # runs per listing page: `api.runs(per_page=50)`
+PROJECTS_PAGE_SIZE = 50  # `api.projects()` (GetProjects, first: 50)
+SWEEPS_PAGE_SIZE = 50  # `api.sweeps()` (GetSweeps, first: 50)
+DETAIL_BATCH_SIZE = 50  # changed runs fetched in full per request (`name: {"$in": [...]}`), the SDK's full page
+HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage window: `scan_history(page_size=1000)`
+EVENTS_SAMPLES = 1_000_000  # `events(samples:)` (only without wandb-events.jsonl): W&B caps it, we say so
+MAX_WORKERS = 8  # runs whose history (or metadata file) is fetched at the same time (wandb-core: 10 requests)
+ARTIFACTS_PAGE_SIZE = 100  # artifacts per run and direction on a follow-up page: `Run.logged_artifacts(per_page=100)`
+ARTIFACTS_NESTED_PAGE_SIZE = 5  # first page of each direction, nested in a batch of runs
+ARTIFACTS_PER_REQUEST = 100  # artifact nodes one request may return at most (the SDK's page of 100)
+MIRRORED_SDK_VERSION = "0.31.0"  # the SDK whose requests these mirror (User-Agent when wandb is not installed)
 PROGRESS_EVERY_SECONDS = 10.0  # how often a long load reports runs done and rows/s (progress.py)
 PARALLEL_PARSE_MIN_BYTES = 8_000_000  # run logs to read before worker processes pay off (offline.py)
 
@@ -30,6 +36,7 @@ SYSTEM_METRICS_KEY = (*RUN_KEY, "_timestamp")
 KEY_VALUE_KEY = (*RUN_KEY, "key")
 # columns of `history` / `system_metrics` that are ours: a W&B key with one of these names gets a suffix
 OWN_METRIC_COLUMNS = (*RUN_KEY, "_step", "_timestamp", "_runtime", "_deleted")
+OWN_SYSTEM_METRIC_COLUMNS = (*OWN_METRIC_COLUMNS, "_sampled")
 
 # every table is merged on its key (upsert: idempotent, so a repeated or resumed load never duplicates)
 MERGE = {"disposition": "merge", "strategy": "upsert"}
@@ -55,7 +62,7 @@ TABLE_HINTS: dict = {
     "run_summary": {"primary_key": KEY_VALUE_KEY},
     "history": {"primary_key": HISTORY_KEY, "columns": HARD_DELETE},
     "history_long": {"primary_key": (*HISTORY_KEY, "key")},
-    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY},
+    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY, "columns": {"_sampled": {"data_type": "bool"}}},
     "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key")},
     "metric_columns": {"primary_key": ("table_name", "key", "kind"),
                        "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},

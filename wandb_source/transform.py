@@ -363,6 +363,21 @@ def lines_to_arrow(lines: list[str]) -> pa.Table | None:
     return table
 
 
+# What tells a run changed: no single field does on every W&B server (`updatedAt` is selected by no SDK
+# query and may not move when steps are appended, or be missing), so a run is fetched again when any moved.
+CHANGE_SIGNALS = ("updatedAt", "heartbeatAt", "state", "historyLineCount", "eventsLineCount", "displayName",
+                  "tags", "notes", "description", "group", "jobType", "sweepName")
+
+
+def change_signature(node: dict) -> str:
+    """A short digest of a run's change signals (a signal the server does not give counts as null: it
+    can never hide a change in the others)."""
+    import hashlib
+
+    values = json.dumps([node.get(name) for name in CHANGE_SIGNALS], sort_keys=True, default=str)
+    return hashlib.sha1(values.encode()).hexdigest()[:16]
+
+
 def parse_history_lines(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines]
 

@@ -192,6 +192,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
            "--latency", str(args.latency), "--parquet-fraction", "0" if args.live else str(args.parquet_fraction)]
     if args.rate_limit:
         cmd += ["--rate-limit", str(args.rate_limit)]
+    cmd += ["--profile", args.profile]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     url = json.loads(proc.stdout.readline())["url"]
     return proc, url
@@ -322,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=0.05, help="seconds per request (default 0.05)")
     p.add_argument("--rate-limit", type=float, help="requests/s the emulator allows before 429")
     p.add_argument("--live", action="store_true", help="no parquet exports: all history through live pages")
+    p.add_argument("--profile", default="pessimistic", choices=["pessimistic", "convenient", "sdk"],
+                   help="the emulator's reading of W&B's undocumented behaviour (default pessimistic)")
     p.add_argument("--parquet-fraction", type=float, default=0.9, help="share of finished runs exported (default 0.9)")
     p.add_argument("--destinations", type=lambda s: s.split(","), default=["duckdb", "postgres", "filesystem"])
     p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="baseline,floor")

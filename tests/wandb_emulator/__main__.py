@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .generator import DatasetSpec
+from .profile import PROFILES, default_profile
 from .server import DEFAULT_API_KEY, Emulator
 
 SIZES = {
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request (default 0)")
     p.add_argument("--rate-limit", type=float, help="requests per second before answering 429 (default none)")
     p.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key the server accepts")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=default_profile().name,
+                   help="which reading of W&B's undocumented behaviour to serve (profile.py; default "
+                        "WANDB_EMULATOR_PROFILE, else pessimistic)")
     return p.parse_args(argv)
 
 
@@ -60,7 +64,8 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     emu = Emulator(spec_from_args(args), port=args.port, latency=args.latency, rate_limit=args.rate_limit,
-                   api_key=args.api_key, history_page_serves_exported=args.pages_serve_exported)
+                   api_key=args.api_key, history_page_serves_exported=args.pages_serve_exported,
+                   profile=PROFILES[args.profile])
     print(json.dumps({"url": emu.url, "api_key": emu.api_key, "entity": args.entity}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

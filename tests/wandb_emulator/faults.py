@@ -5,7 +5,8 @@ A `FaultRule` matches requests by operation (GraphQL operation name such as `His
 
     kind="status"         HTTP `status` (429, 500, 502, 503, 401...) with optional `retry_after`
                           and RateLimit-* `headers`
-    kind="graphql_error"  HTTP 200 with an `errors` array (and `data: null`)
+    kind="graphql_error"  HTTP 200 with an `errors` array (and `data: null`); `extensions` are the
+                          error's (e.g. {"code": "UNAVAILABLE"} for a server marking it transient)
     kind="slow"           answer correctly after `delay` seconds
     kind="hang"           never answer within `delay` seconds (default 300), then close the connection
     kind="drop"           close the connection without answering
@@ -15,6 +16,7 @@ A `FaultRule` matches requests by operation (GraphQL operation name such as `His
 
 from __future__ import annotations
 
+import email.utils
 import math
 import threading
 import time
@@ -36,6 +38,7 @@ class FaultRule:
     delay: float = 0.0
     message: str = "injected fault"
     match: dict = field(default_factory=dict)  # GraphQL variables that must be equal
+    extensions: dict = field(default_factory=dict)  # graphql_error: the error's `extensions`
     fired: int = 0
 
     def __post_init__(self) -> None:
@@ -58,13 +61,22 @@ class RequestRecord:
     at: float  # arrival (epoch seconds)
     done: float  # answer sent
     request: tuple | None = None  # (method, path, body) for replaying the exact traffic
+    headers: dict = field(default_factory=dict)  # the request's User-Agent and Use-Admin-Privileges
+
+
+def retry_after_value(seconds: float, as_date: bool) -> str:
+    """`Retry-After` as seconds, or as an HTTP date that far ahead (the form wandb-core also reads)."""
+    if as_date:  # whole seconds, rounded up: never earlier than `seconds` from now
+        return email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
+    return str(seconds)
 
 
 class RateLimiter:
     """A sliding one-second window: more than `per_second` requests in it answer 429."""
 
-    def __init__(self, per_second: float):
+    def __init__(self, per_second: float, retry_after_date: bool = False):
         self.per_second = per_second
+        self.retry_after_date = retry_after_date
         self._times: list[float] = []
         self._lock = threading.Lock()
 
@@ -77,7 +89,7 @@ class RateLimiter:
             headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
             if len(self._times) >= limit:
                 headers["RateLimit-Remaining"] = "0"
-                headers["Retry-After"] = str(max(1, math.ceil(reset)))
+                headers["Retry-After"] = retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)
                 return False, headers
             self._times.append(now)
             headers["RateLimit-Remaining"] = str(limit - len(self._times))
@@ -87,9 +99,10 @@ class RateLimiter:
 class Faults:
     """The server's injection settings and its request log (thread-safe)."""
 
-    def __init__(self, latency: float = 0.0, rate_limit: float | None = None):
+    def __init__(self, latency: float = 0.0, rate_limit: float | None = None, retry_after_date: bool = False):
         self.latency = latency
-        self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.retry_after_date = retry_after_date
+        self.rate_limiter = RateLimiter(rate_limit, retry_after_date) if rate_limit else None
         self.rules: list[FaultRule] = []
         self.log: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -105,7 +118,10 @@ class Faults:
             self.rules.clear()
 
     def set_rate_limit(self, per_second: float | None) -> None:
-        self.rate_limiter = RateLimiter(per_second) if per_second else None
+        self.rate_limiter = RateLimiter(per_second, self.retry_after_date) if per_second else None
+
+    def retry_after_value(self, seconds: float) -> str:
+        return retry_after_value(seconds, self.retry_after_date)
 
     def take(self, operation: str, variables: dict) -> FaultRule | None:
         with self._lock:
@@ -116,10 +132,10 @@ class Faults:
         return None
 
     def record(self, operation: str, variables: dict, status: int, arrived: float | None = None,
-               request: tuple | None = None) -> None:
+               request: tuple | None = None, headers: dict | None = None) -> None:
         now = time.time()
         with self._lock:
-            self.log.append(RequestRecord(operation, variables, status, arrived or now, now, request))
+            self.log.append(RequestRecord(operation, variables, status, arrived or now, now, request, headers or {}))
 
     def counts(self) -> Counter:
         with self._lock:

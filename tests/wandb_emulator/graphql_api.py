@@ -17,9 +17,11 @@ from urllib.parse import quote
 from graphql import GraphQLError, build_schema
 
 from .filters import FilterError, matches, sort_runs
+from .profile import PESSIMISTIC, ServerProfile
 from .store import NotFound, Project, Run, Store, Sweep, dumps_wandb, file_md5
 
-SCHEMA = build_schema((Path(__file__).parent / "schema.graphql").read_text())
+SDL = (Path(__file__).parent / "schema.graphql").read_text()
+EVENTS_FILE = "wandb-events.jsonl"
 
 
 @dataclass
@@ -28,6 +30,12 @@ class Context:
     username: str | None  # None: no valid API key
     base_url: str
     history_page_serves_exported: bool = False
+    profile: ServerProfile = PESSIMISTIC
+    history_windows: list | None = None  # (rows the window held, samples) of every HistoryPage served
+
+    def page_size(self, first: int | None) -> int:
+        first = 50 if first is None else first
+        return first if self.profile.max_page_size is None else min(first, self.profile.max_page_size)
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -53,10 +61,9 @@ def _offset_after(cursor: str | None) -> int:
         raise GraphQLError(f"invalid cursor {cursor!r}") from e
 
 
-def connection(items: list, after: str | None, first: int | None, node: Callable = lambda x: x,
+def connection(items: list, after: str | None, first: int, node: Callable = lambda x: x,
                total: bool = False) -> dict:
     start = _offset_after(after)
-    first = 50 if first is None else first
     page = items[start:start + first]
     edges = [{"node": node(item), "cursor": _cursor(start + i)} for i, item in enumerate(page)]
     result = {
@@ -104,6 +111,8 @@ def resolve_viewer(_root: Any, info: Any) -> dict | None:
 
 def resolve_project(_root: Any, info: Any, name: str | None = None, entityName: str | None = None):
     ctx: Context = info.context
+    if ctx.username is None:
+        return None
     try:
         return ctx.store.project(entityName or ctx.store.default_entity, name or "")
     except NotFound:
@@ -114,8 +123,10 @@ def resolve_models(_root: Any, info: Any, entityName: str | None = None, after: 
                    first: int | None = None, order: str | None = None) -> dict:
     ctx: Context = info.context
     projects = list(ctx.store.entities.get(entityName or ctx.store.default_entity, {}).values())
+    if ctx.username is None:
+        projects = []  # W&B projects are private: an anonymous caller sees none
     projects.sort(key=lambda p: (p.created_at, p.name), reverse=True)
-    return connection(projects, after, first)
+    return connection(projects, after, ctx.page_size(first))
 
 
 def resolve_entity(_root: Any, info: Any, name: str | None = None) -> dict | None:
@@ -138,15 +149,26 @@ def _filtered_runs(project: Project, filters: str | None) -> list[Run]:
         raise GraphQLError(f"invalid filters: {e}") from e
 
 
+HIDDEN = "hidden:"
+
+
 def resolve_runs(project: Project, info: Any, filters: str | None = None, after: str | None = None,
                  first: int | None = None, order: str | None = None) -> dict:
-    with info.context.store.lock:
+    ctx: Context = info.context
+    if ctx.profile.hidden_pages:
+        passed = after is not None and after.startswith(HIDDEN)
+        if not passed:  # a page of runs hidden from the caller: empty, and more to come
+            marker = HIDDEN + (after or "")
+            return {"edges": [], "totalCount": len(project.runs), "pageInfo": {
+                "endCursor": marker, "startCursor": None, "hasNextPage": True, "hasPreviousPage": False}}
+        after = after[len(HIDDEN):] or None
+    with ctx.store.lock:
         runs = _filtered_runs(project, filters)
         try:
             runs = sort_runs(runs, order)
         except FilterError as e:
             raise GraphQLError(str(e)) from e
-        return connection(runs, after, first, total=True)
+        return connection(runs, after, ctx.page_size(first), total=True)
 
 
 PROJECT_FIELDS: dict[str, Callable] = {
@@ -166,7 +188,7 @@ PROJECT_FIELDS: dict[str, Callable] = {
     "run": lambda p, info, name: p.runs.get(name),
     "totalSweeps": lambda p, info: len(p.sweeps),
     "sweeps": lambda p, info, after=None, first=None, filters=None, order=None: connection(
-        sorted(p.sweeps.values(), key=lambda s: s.created_at, reverse=True), after, first),
+        sorted(p.sweeps.values(), key=lambda s: s.created_at, reverse=True), after, info.context.page_size(first)),
     "sweep": lambda p, info, sweepName: p.sweeps.get(sweepName),
 }
 
@@ -196,7 +218,9 @@ def _wrapped_config(run: Run) -> str:
 
 def resolve_history(run: Run, info: Any, minStep: int | None = None, maxStep: int | None = None,
                     samples: int | None = None) -> list[str]:
-    """Full-resolution pages when a step range is given, W&B's sampled read otherwise."""
+    """The rows minStep <= _step < maxStep. A window holding more rows than `samples` is sampled
+    (evenly spaced, first and last kept) under `profile.sample_history`, else cut after `samples` rows
+    (the reading the loader used to rely on). No range at all: W&B's sampled read."""
     ctx: Context = info.context
     with ctx.store.lock:
         history = run.history
@@ -206,9 +230,14 @@ def resolve_history(run: Run, info: Any, minStep: int | None = None, maxStep: in
         if not ctx.history_page_serves_exported:
             start = max(start, run.exported_rows)
         stop = history.index_of(maxStep) if maxStep is not None else len(history)
-        if samples is not None:
-            stop = min(stop, start + samples)
-        return history.lines(start, stop) if stop > start else []
+        held, samples = max(0, stop - start), 500 if samples is None else samples
+        if ctx.history_windows is not None:
+            ctx.history_windows.append((held, samples))
+        if held <= samples:
+            return history.lines(start, stop) if held else []
+        if not ctx.profile.sample_history:
+            return history.lines(start, start + samples)
+        return [history.lines(i, i + 1)[0] for i in sample(list(range(start, stop)), samples)]
 
 
 def resolve_sampled_history(run: Run, info: Any, specs: list[str]) -> list[list[dict]]:
@@ -252,22 +281,39 @@ def file_url(base_url: str, run: Run, name: str) -> str:
     return f"{base_url}/files/{quote(run.entity)}/{quote(run.project)}/{quote(run.name)}/{quote(name)}"
 
 
+def run_files(run: Run, profile: ServerProfile) -> list[str]:
+    """The run's file names: its stored files and, under `events_file`, its system-metrics stream."""
+    names = list(run.files)
+    if profile.events_file and run.events:
+        names.append(EVENTS_FILE)
+    return names
+
+
+def run_file(run: Run, name: str, profile: ServerProfile) -> bytes:
+    """A run file's content (`wandb-events.jsonl`: one JSON object per system-metrics sample)."""
+    if name == EVENTS_FILE and name in run_files(run, profile):
+        return "".join(dumps_wandb(e) + "\n" for e in run.events).encode()
+    if name not in run.files:
+        raise NotFound(name)
+    return run.files[name]
+
+
 def resolve_files(run: Run, info: Any, names: list | None = None, after: str | None = None,
                   first: int | None = None, pattern: str | None = None) -> dict:
     import fnmatch
 
     ctx: Context = info.context
-    selected = sorted(n for n in run.files if (not names or n in names)
+    selected = sorted(n for n in run_files(run, ctx.profile) if (not names or n in names)
                       and (not pattern or fnmatch.fnmatch(n, pattern.replace("%", "*"))))
 
     def node(name: str) -> dict:
-        data = run.files[name]
+        data = run_file(run, name, ctx.profile)
         return {"id": base64.b64encode(f"File:{run.name}/{name}".encode()).decode(), "name": name,
                 "url": file_url(ctx.base_url, run, name), "directUrl": file_url(ctx.base_url, run, name),
                 "sizeBytes": len(data), "mimetype": "application/json" if name.endswith(".json") else "text/plain",
                 "updatedAt": iso(run.updated_at), "md5": file_md5(data)}
 
-    return connection(selected, after, first, node)
+    return connection(selected, after, ctx.page_size(first), node)
 
 
 def _artifact_node(art: dict, project: Project) -> dict:
@@ -286,7 +332,8 @@ def _artifact_node(art: dict, project: Project) -> dict:
 
 def _artifacts(run: Run, info: Any, artifacts: list, after: str | None, first: int | None) -> dict:
     project = info.context.store.project(run.entity, run.project)
-    return connection(artifacts, after, first, lambda art: _artifact_node(art, project), total=True)
+    return connection(artifacts, after, info.context.page_size(first), lambda art: _artifact_node(art, project),
+                      total=True)
 
 
 RUN_FIELDS: dict[str, Callable] = {
@@ -311,7 +358,7 @@ RUN_FIELDS: dict[str, Callable] = {
     "historyKeys": lambda r, info, format=None: r.history_keys(),
     "history": resolve_history,
     "sampledHistory": resolve_sampled_history,
-    "events": lambda r, info, samples=None: [dumps_wandb(e) for e in sample(r.events, samples)],
+    "events": lambda r, info, samples=None: [dumps_wandb(e) for e in sample(r.events, _events_samples(info, samples))],
     "parquetHistory": resolve_parquet_history,
     "fileCount": lambda r, info: len(r.files),
     "files": resolve_files,
@@ -320,17 +367,49 @@ RUN_FIELDS: dict[str, Callable] = {
 }
 
 
-def _install() -> None:
-    query = SCHEMA.query_type
+def _events_samples(info: Any, samples: int | None) -> int:
+    cap = info.context.profile.events_cap
+    samples = 500 if samples is None else samples
+    return samples if cap is None else min(samples, cap)
+
+
+def _install(schema: Any) -> Any:
+    query = schema.query_type
     assert query is not None
     for name, fn in {"viewer": resolve_viewer, "project": resolve_project, "models": resolve_models,
                      "entity": resolve_entity,
                      "serverInfo": lambda root, info: {"features": [], "latestLocalVersionInfo": None}}.items():
         query.fields[name].resolve = fn
     for type_name, fields in (("Project", PROJECT_FIELDS), ("Run", RUN_FIELDS), ("Sweep", SWEEP_FIELDS)):
-        gql_type = SCHEMA.type_map[type_name]
+        gql_type = schema.type_map[type_name]
         for name, fn in fields.items():
-            gql_type.fields[name].resolve = fn  # type: ignore[attr-defined]
+            if name in gql_type.fields:
+                gql_type.fields[name].resolve = fn
+    return schema
 
 
-_install()
+_SCHEMAS: dict[frozenset, Any] = {}
+
+
+def schema_for(missing_fields: tuple[str, ...] = ()) -> Any:
+    """W&B's schema, less `missing_fields` ("Type.field": a server older than the field)."""
+    key = frozenset(missing_fields)
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = _install(build_schema(_without_fields(SDL, key)))
+    return _SCHEMAS[key]
+
+
+def _without_fields(sdl: str, missing: frozenset) -> str:
+    out, current = [], None
+    for line in sdl.splitlines():
+        words = line.split()
+        if words[:1] == ["type"] and len(words) > 1:
+            current = words[1]
+        field_name = words[0].split("(")[0].rstrip(":") if words and current else None
+        if field_name and f"{current}.{field_name}" in missing:
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+SCHEMA = schema_for()

@@ -28,7 +28,8 @@ from graphql.language import OperationDefinitionNode
 from .exports import parquet_bytes
 from .faults import FaultRule, Faults
 from .generator import DatasetSpec, generate
-from .graphql_api import SCHEMA, Context
+from .graphql_api import Context, run_file, schema_for
+from .profile import ServerProfile, default_profile
 from .store import NotFound, Store, new_run
 
 DEFAULT_API_KEY = "local-" + "e" * 40
@@ -53,14 +54,19 @@ class Emulator:
 
     def __init__(self, spec: DatasetSpec | None = None, *, port: int = 0, latency: float = 0.0,
                  rate_limit: float | None = None, api_key: str = DEFAULT_API_KEY,
-                 history_page_serves_exported: bool = False, store: Store | None = None):
+                 history_page_serves_exported: bool = False, store: Store | None = None,
+                 profile: ServerProfile | None = None):
         self.api_key = api_key
+        self.profile = profile or default_profile()
         self.store = store or Store({api_key: "emulator-user"},
                                     default_entity=(spec or DatasetSpec()).entity)
+        self.store.updated_at_on_append = self.profile.updated_at_on_append
         if spec is not None:
             generate(self.store, spec)
-        self.faults = Faults(latency, rate_limit)
+        self.faults = Faults(latency, rate_limit, retry_after_date=self.profile.retry_after_date)
         self.history_page_serves_exported = history_page_serves_exported
+        self.schema = schema_for(self.profile.missing_fields)
+        self.history_windows: list[tuple[int, int]] = []  # (rows held, samples) per HistoryPage
         self._documents: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", port), _handler_for(self))
@@ -110,7 +116,7 @@ class Emulator:
                 doc = parse(query)
             except GraphQLError as e:
                 return None, "", [e]
-            errors = validate(SCHEMA, doc)
+            errors = validate(self.schema, doc)
             ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
             name = ops[0].name.value if ops and ops[0].name else ""
             cached = (doc, name, errors)
@@ -217,10 +223,12 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.kind == "status":
             headers = dict(rule.headers)
             if rule.retry_after is not None:
-                headers["Retry-After"] = str(rule.retry_after)
+                headers["Retry-After"] = emu.faults.retry_after_value(rule.retry_after)
             self._json(rule.status, {"errors": [{"message": rule.message}]}, headers)
         elif rule.kind == "graphql_error":
-            self._json(200, {"data": None, "errors": [{"message": rule.message, "path": [operation]}]})
+            error = {"message": rule.message, "path": [operation], **({"extensions": rule.extensions}
+                                                                       if rule.extensions else {})}
+            self._json(200, {"data": None, "errors": [error]})
         elif rule.kind == "non_json":
             self._send(200, HTML_ERROR, "text/html")
         return rule.kind != "truncate"
@@ -280,16 +288,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"errors": [e.formatted for e in errors]}, headers)
             return
         valid, username = emu.username_for(self.headers.get("Authorization"))
-        if not valid:
+        if not valid and not emu.profile.viewer_null_on_bad_key:
             emu.faults.record(operation, variables, 401, self.arrived)
             self._json(401, {"errors": [{"message": "user is not logged in"}]}, headers)
             return
-        context = Context(emu.store, username, emu.url, emu.history_page_serves_exported)
-        result = execute(SCHEMA, doc, variable_values=variables, operation_name=op_name, context_value=context)
+        context = Context(emu.store, username, emu.url, emu.history_page_serves_exported, emu.profile,
+                          emu.history_windows)
+        result = execute(emu.schema, doc, variable_values=variables, operation_name=op_name, context_value=context)
         payload: dict = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]
-        emu.faults.record(operation, variables, 200, self.arrived, ("POST", self.path, self._raw_body))
+        emu.faults.record(operation, variables, 200, self.arrived, ("POST", self.path, self._raw_body),
+                          {k: self.headers.get(k) for k in ("User-Agent", "Use-Admin-Privileges")})
         self._json(200, payload, headers, truncate=rule is not None and rule.kind == "truncate")
 
     def _download(self, kind: str, rest: str) -> None:
@@ -303,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
             entity, project, run_id, name = parts
             with emu.store.lock:
                 if kind == "file":
-                    body = emu.store.file_bytes(entity, project, run_id, name)
+                    body = run_file(emu.store.run(entity, project, run_id), name, emu.profile)
                 else:
                     body = self._parquet(entity, project, run_id, name)
         except (ValueError, NotFound, IndexError):

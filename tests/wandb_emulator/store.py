@@ -247,6 +247,7 @@ class Store:
         self.entities: dict[str, dict[str, Project]] = {default_entity: {}}
         self._clock = dt.datetime(2000, 1, 1, tzinfo=UTC)
         self._next_project_id = 0
+        self.updated_at_on_append = True  # False: appends and heartbeats leave `updatedAt` alone (profile.py)
 
     # -- time ---------------------------------------------------------------------------
     def now(self) -> dt.datetime:
@@ -256,10 +257,14 @@ class Store:
             self._clock = max(now, self._clock + dt.timedelta(microseconds=1))
             return self._clock
 
-    def touch(self, run: Run) -> None:
+    def touch(self, run: Run, edit: bool = True) -> None:
+        """A change to `run`: `updatedAt` moves on an edit, and on an append only when the profile says
+        so; a running run heartbeats."""
         run.version += 1
-        run.updated_at = self.now()
-        run.heartbeat_at = max(run.heartbeat_at, run.updated_at) if run.state == "running" else run.heartbeat_at
+        now = self.now()
+        if edit or self.updated_at_on_append:
+            run.updated_at = now
+        run.heartbeat_at = max(run.heartbeat_at, now) if run.state == "running" else run.heartbeat_at
 
     # -- lookups ------------------------------------------------------------------------
     def project(self, entity: str, name: str) -> Project:
@@ -298,7 +303,7 @@ class Store:
             for row in rows:
                 run.history.append(row)
                 run.summary.update({k: v for k, v in row.items()})
-            self.touch(run)
+            self.touch(run, edit=False)
             return run
 
     def set_state(self, entity: str, project: str, run_id: str, state: str) -> Run:

@@ -1,0 +1,98 @@
+"""W&B's GraphQL documents, each beside the official client that sends the same request.
+
+Only what an official client asks is asked here: the wandb SDK 0.31's public API (`wandb/apis/public/`,
+`wandb/apis/_generated/operations.py`, `wandb/sdk/artifacts/_generated/operations.py`) and wandb-core's
+GraphQL documents (`core/api/graphql/*.graphql` in the wandb repository). Field lists marked *optional*
+are cut to what the server has (`WandbClient.fields`, from `ProbeServerCapabilities`): an older W&B
+Server lacks recent fields, and an unknown field fails the whole query.
+"""
+
+from __future__ import annotations
+
+# -- server ------------------------------------------------------------------------------------
+# SDK `wandb.Api()` → `Viewer` (apis/public/api.py); a null viewer means the key was not accepted.
+VIEWER = "query Viewer { viewer { id entity username } }"
+
+# SDK `InternalApi.server_info_introspection` (sdk/internal/internal_api.py, `ProbeServerCapabilities`):
+# the fields each type has on this server, one `__type` per type we select fields of.
+PROBE_TYPES = ("Run", "Project", "Sweep", "Artifact")
+PROBE = """query ProbeServerCapabilities {
+  %s
+}
+fragment fieldData on __Type { fields { name } }""" % "\n  ".join(
+    f'{name}Type: __type(name: "{name}") {{ ...fieldData }}' for name in PROBE_TYPES)
+
+# -- field lists -------------------------------------------------------------------------------
+# The SDK's LIGHTWEIGHT_RUN_FRAGMENT (apis/public/runs.py) less user/commit, plus `eventsLineCount`
+# (wandb-core's RunFragment) and `updatedAt` (selected by W&B's production clients, not the SDK:
+# optional, and never trusted alone to say a run changed — see transform.change_signature).
+LISTING_FIELDS = ("name", "displayName", "state", "createdAt", "heartbeatAt", "updatedAt", "historyLineCount",
+                  "eventsLineCount", "tags", "notes", "description", "group", "jobType", "sweepName")
+# The SDK's RUN_FRAGMENT (full run objects, `lazy=False`).
+RUN_FIELDS = ("id", "name", "displayName", "state", "config", "group", "jobType", "commit", "host", "createdAt",
+              "heartbeatAt", "updatedAt", "description", "notes", "systemMetrics", "summaryMetrics",
+              "historyLineCount", "eventsLineCount", "sweepName", "tags", "user { username }", "historyKeys")
+REQUIRED_RUN_FIELDS = ("name",)
+# The SDK's ProjectFragment (GetProjects) plus `description` (its CreatedProjectFragment).
+PROJECT_FIELDS = ("id", "name", "entityName", "createdAt", "description")
+# The SDK's SweepFragment (GetSweeps); an older server has only its LegacySweepFragment
+# (id name state bestLoss config): the rest is optional.
+SWEEP_FIELDS = ("id", "name", "displayName", "method", "state", "description", "bestLoss", "config", "createdAt",
+                "updatedAt", "runCount", "runCountExpected")
+# The SDK's ArtifactFragment (sdk/artifacts/_generated/operations.py, RUN_OUTPUT_ARTIFACTS_GQL).
+ARTIFACT_FIELDS = ("id", "artifactSequence { name }", "versionIndex", "artifactType { name }", "description",
+                   "metadata", "state", "size", "digest", "fileCount", "createdAt", "updatedAt", "aliases { alias }")
+
+# -- documents ---------------------------------------------------------------------------------
+# SDK `api.projects()` → GetProjects (apis/_generated/operations.py).
+PROJECTS = """query GetProjects($entity: String, $cursor: String, $perPage: Int) {
+  models(entityName: $entity, after: $cursor, first: $perPage) {
+    pageInfo { endCursor hasNextPage }
+    edges { node { %(fields)s } } } }"""
+
+# SDK `api.runs(path, filters, order, per_page)` → Runs (apis/public/runs.py).
+RUNS = """query Runs($entity: String!, $project: String!, $cursor: String, $perPage: Int,
+    $filters: JSONString, $order: String) {
+  project(name: $project, entityName: $entity) {
+    runs(filters: $filters, after: $cursor, first: $perPage, order: $order) {
+      pageInfo { endCursor hasNextPage }
+      edges { node { %(fields)s } } } } }"""
+
+# SDK `Run.files(names=[...])` (apis/public/files.py FILE_FRAGMENT), for a page of runs named by an
+# `$in` filter as the SDK's reports do (apis/public/reports.py).
+RUN_FILES = "name files(names: %(names)s) { edges { node { name url directUrl sizeBytes } } }"
+
+# SDK `Run.logged_artifacts()` / `Run.used_artifacts()` (RUN_OUTPUT_ARTIFACTS_GQL / RUN_INPUT_ARTIFACTS_GQL).
+RUN_ARTIFACTS = ("name outputArtifacts(first: %(first)d) { %(connection)s } "
+                 "inputArtifacts(first: %(first)d) { %(connection)s }")
+MORE_ARTIFACTS = """query RunArtifacts($entity: String!, $project: String!, $run: String!, $cursor: String,
+    $perPage: Int) {
+  project(name: $project, entityName: $entity) {
+    run(name: $run) { %(field)s(after: $cursor, first: $perPage) { %(connection)s } } } }"""
+ARTIFACT_CONNECTION = "totalCount pageInfo { endCursor hasNextPage } edges { node { %(fields)s } }"
+
+# wandb-core's history reader (core/internal/runhistoryreader): `RunParquetHistory` for the exported
+# files and the steps not yet exported, then `HistoryPage` for those, in windows [minStep, maxStep)
+# that never hold more rows than `samples` (wandb-core sends samples = maxStep - minStep).
+PARQUET_HISTORY = """query RunParquetHistory($entity: String!, $project: String!, $run: String!) {
+  project(name: $project, entityName: $entity) {
+    run(name: $run) { parquetHistory(liveKeys: ["_step"]) { parquetUrls liveData } } } }"""
+HISTORY_PAGE = """query HistoryPage($entity: String!, $project: String!, $run: String!,
+    $minStep: Int64!, $maxStep: Int64!, $pageSize: Int!) {
+  project(name: $project, entityName: $entity) {
+    run(name: $run) { history(minStep: $minStep, maxStep: $maxStep, samples: $pageSize) } } }"""
+# SDK `Run.lastHistoryStep` reads `historyKeys.lastStep` of the Run query (apis/public/runs.py): the end of
+# the history scan on a server without `parquetHistory`.
+HISTORY_KEYS = """query RunHistoryKeys($entity: String!, $project: String!, $run: String!) {
+  project(name: $project, entityName: $entity) { run(name: $run) { historyKeys } } }"""
+# SDK `Run.history(stream="system")` → `events(samples:)` (apis/public/runs.py `_full_history`); sampled,
+# so only the fallback when the run has no `wandb-events.jsonl` file.
+EVENTS = """query RunEvents($entity: String!, $project: String!, $run: String!, $samples: Int) {
+  project(name: $project, entityName: $entity) { run(name: $run) { events(samples: $samples) } } }"""
+
+# SDK `api.sweeps(path)` → GetSweeps (apis/_generated/operations.py).
+SWEEPS = """query GetSweeps($entity: String!, $project: String!, $cursor: String, $perPage: Int) {
+  project(name: $project, entityName: $entity) {
+    sweeps(after: $cursor, first: $perPage) {
+      pageInfo { endCursor hasNextPage }
+      edges { node { %(fields)s } } } } }"""
