@@ -99,7 +99,7 @@ def test_a_page_that_comes_back_sampled_is_split_not_accepted(tmp_path, make_emu
 
 
 def test_system_metrics_complete_under_the_events_cap(tmp_path, make_emulator):
-    emu = make_emulator(DatasetSpec(runs=2, steps=20))
+    emu = make_emulator(DatasetSpec(runs=2, steps=20), profile=PESSIMISTIC)
     run = next(iter(emu.store.project(ENTITY, "demo").runs.values()))
     run.events = [{"_timestamp": 1.7e9 + 15 * i, "_runtime": 15.0 * i, "system.cpu": (i % 100) / 1.0,
                    "system.gpu.0.temp": float("nan") if i == 7 else 40 + i % 9} for i in range(2_500)]
@@ -165,7 +165,8 @@ def test_requests_carry_the_public_clients_headers(tmp_path, emulator):
     assert all(r.headers.get("Use-Admin-Privileges") is None for r in emulator.faults.requests() if r.headers)
 
 
-def test_an_older_server_without_recent_fields_loads_with_them_empty(tmp_path, emulator):
+def test_an_older_server_without_recent_fields_loads_with_them_empty(tmp_path, make_emulator):
+    emulator = make_emulator(profile=PESSIMISTIC)
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emulator)
     (sweep,) = rows(pipeline, "sweeps")
@@ -207,3 +208,15 @@ def test_paging_that_would_loop_forever_fails_clearly(pages, says):
     client._server_fields = {}
     with pytest.raises(ServerError, match=says):
         list(client.run_pages(ENTITY, PROJECT))
+
+
+def test_a_server_that_refuses_introspection_is_asked_for_every_field(tmp_path, make_emulator):
+    from tests.wandb_emulator.profile import CONVENIENT
+
+    emu = make_emulator(profile=CONVENIENT)
+    emu.faults.add(operation="ProbeServerCapabilities", kind="graphql_error", times=1,
+                   message="introspection is disabled")
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu)
+    assert_history_equals_emulator(pipeline, emu)
+    assert rows(pipeline, "sweeps")[0]["display_name"]

@@ -84,6 +84,7 @@ class WandbClient:
         if use_admin_privileges:  # as the SDK's public API sends it (apis/public/api.py)
             self._session.headers["Use-Admin-Privileges"] = "true"
         self._server_fields: dict[str, frozenset[str] | None] | None = None
+        self._viewer: dict | None = None
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -184,12 +185,14 @@ class WandbClient:
     def viewer(self) -> dict:
         """The key's user (`id`, `entity`, `username`). W&B may answer a key it does not accept with HTTP
         200 and `viewer: null` rather than 401: both are an AuthenticationError."""
-        viewer = self.query(queries.VIEWER).get("viewer")
-        if not viewer:
-            raise AuthenticationError(
-                f"W&B at {self.base_url} did not accept the API key (it answered with no user). Set a valid key "
-                "as `api_key` in .dlt/secrets.toml [sources.wandb], or WANDB_API_KEY, or run `wandb login`.")
-        return dict(viewer)
+        if self._viewer is None:
+            viewer = self.query(queries.VIEWER).get("viewer")
+            if not viewer:
+                raise AuthenticationError(
+                    f"W&B at {self.base_url} did not accept the API key (it answered with no user). Set a valid "
+                    "key as `api_key` in .dlt/secrets.toml [sources.wandb], or WANDB_API_KEY, or run `wandb login`.")
+            self._viewer = dict(viewer)
+        return self._viewer
 
     def fields(self, type_name: str, wanted: tuple[str, ...], required: tuple[str, ...] = ()) -> str:
         """`wanted` less the fields this server's `type_name` lacks (asked once per client, as the SDK's
@@ -221,7 +224,11 @@ class WandbClient:
         with self._lock:
             if self._server_fields is not None:
                 return self._server_fields
-        data = self.query(queries.PROBE)
+        try:
+            data = self.query(queries.PROBE)
+        except ServerError as e:  # a server that refuses introspection: ask for every field, as before
+            logger.warning("this W&B server did not say which fields it has (%s); asking for all of them", e)
+            data = {}
         found: dict[str, frozenset[str] | None] = {}
         for name in queries.PROBE_TYPES:
             node = data.get(f"{name}Type")
