@@ -225,8 +225,14 @@ def grow_ten_percent(url: str) -> int:
     query = """query Runs($cursor: String) { project(name: "demo", entityName: "emulator") {
       runs(first: 1000, after: $cursor) { edges { node { name historyKeys } } pageInfo { endCursor hasNextPage } } } }"""
     auth = {"Authorization": "Basic " + __import__("base64").b64encode(f"api:{API_KEY}".encode()).decode()}
-    nodes = requests.post(f"{url}/graphql", json={"query": query}, headers=auth, timeout=600).json()
-    runs = [e["node"] for e in nodes["data"]["project"]["runs"]["edges"]]
+    runs, variables = [], {}
+    while True:  # empty pages may say more follow (the pessimistic profile): follow them
+        page = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, headers=auth,
+                             timeout=600).json()["data"]["project"]["runs"]
+        runs += [e["node"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        variables = {"cursor": page["pageInfo"]["endCursor"]}
     for node in runs[::10]:
         last = node["historyKeys"]["lastStep"]
         rows = [{"_step": last + i, "_runtime": float(last + i), "_timestamp": 1.8e9 + i, "train/loss": 0.5 / i}
