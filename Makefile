@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-once emulator bench clean
+.PHONY: demo test test-once lint emulator bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed  ## run the main job end to end against the bundled W&B emulator, into DuckDB
 	$(PY) pipelines/wandb_pipeline.py --demo
 
-test: $(VENV)/.installed  ## the suite under the pessimistic emulator profile, then (but the slow kill tests) the convenient one (needs PostgreSQL on 127.0.0.1:5432)
+lint: $(VENV)/.installed  ## ruff over the tree, mypy (strict) over the package
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed  ## lint, the suite under the pessimistic emulator profile, then (but the slow kill tests) the convenient one (needs PostgreSQL on 127.0.0.1:5432)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	WANDB_EMULATOR_PROFILE=pessimistic $(PY) -m pytest $(PYTEST_ARGS)
 	WANDB_EMULATOR_PROFILE=convenient $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

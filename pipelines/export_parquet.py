@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import dlt  # noqa: E402
 from wandb_pipeline import add_loaded_dataset_options, on_loaded  # noqa: E402 - also puts the project on sys.path
 
-import dlt  # noqa: E402
-
-from wandb_source.export import export_parquet  # noqa: E402
+from wandb_source.readback.export import export_parquet
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,11 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import dlt  # noqa: E402
 from wandb_pipeline import add_loaded_dataset_options, on_loaded  # noqa: E402 - also puts the project on sys.path
 
-import dlt  # noqa: E402
-
-from wandb_source.curves import curve, find_runs, numeric_columns  # noqa: E402
+from wandb_source.readback.curves import curve, find_runs, numeric_columns
 
 
 def build_parser() -> argparse.ArgumentParser:

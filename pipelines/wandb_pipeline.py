@@ -13,14 +13,15 @@ fetched (they are retried next time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,14 +32,13 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException  # n
 from dlt.common.destination.exceptions import UnknownDestinationModule  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from wandb_source import ConfigurationError, WandbSourceError, wandb_source  # noqa: E402
-from wandb_source.offline import wandb_offline_source  # noqa: E402
-from wandb_source.plan import plan_load  # noqa: E402
-from wandb_source.runner import destination_name, run_load  # noqa: E402
+from wandb_source import ConfigurationError, WandbSourceError, settings, wandb_offline_source, wandb_source
+from wandb_source.load.plan import plan_load
+from wandb_source.load.runner import destination_name, run_load
+from wandb_source.state import failed_runs, sampled_runs
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
-TABLES = ("projects", "runs", "run_config", "run_summary", "run_metadata", "metric_axes", "artifacts", "history",
-          "history_long", "system_metrics", "system_metrics_long", "sweeps")
+TABLES = tuple(settings.TABLE_HINTS)  # every table the source loads, in the order the summary reports them
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
 
@@ -103,7 +103,8 @@ def run_filter(args: argparse.Namespace) -> dict | None:
         try:
             parts.append(json.loads(args.filter))
         except ValueError as e:
-            raise ConfigurationError(f"--filter is not valid JSON ({e}): write it like '{{\"state\": \"finished\"}}'")
+            raise ConfigurationError(
+                f"--filter is not valid JSON ({e}): write it like '{{\"state\": \"finished\"}}'") from None
         if not isinstance(parts[-1], dict):
             raise ConfigurationError("--filter must be a JSON object, like '{\"state\": \"finished\"}'")
     if args.since:
@@ -236,12 +237,9 @@ def show_source_progress(verbose: bool) -> None:
 
 
 def print_plan(pipeline: dlt.Pipeline, source) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a destination not created yet: nothing loaded so far
         pipeline.sync_destination()  # the state of the last load may live only in the destination
-    except Exception:  # noqa: BLE001 - a destination not created yet: nothing loaded so far
-        pass
-    state = pipeline.state.get("sources", {}).get(source.name, {})
-    plans = plan_load(source, state)
+    plans = plan_load(source, pipeline.state)
     print(f"\nPlan (dry run: nothing is loaded) into {destination_name(pipeline)} dataset {pipeline.dataset_name}:")
     print(f"  {'project':<40} {'runs':>8} {'new':>8} {'changed':>8} {'steps':>12} {'requests':>9}")
     for p in plans:
@@ -255,7 +253,6 @@ def print_plan(pipeline: dlt.Pipeline, source) -> None:
 def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
     normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     counts = normalized.row_counts if normalized else {}
-    state = pipeline.state.get("sources", {}).get("wandb", {}).get("resources", {})
     print(f"\nLoaded into {destination_name(pipeline)} dataset {pipeline.dataset_name} in {seconds:.1f}s:")
     print(f"  {'table':<22} {'rows':>10}")
     for table in TABLES:
@@ -265,13 +262,13 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
         print("  nothing new: every run is up to date")
     elif counts.get("history") and seconds > 0:
         print(f"  {'history rows/s':<22} {counts['history'] / seconds:>10,.0f}")
-    sampled = state.get("system_metrics", {}).get("sampled", {})
+    sampled = sampled_runs(pipeline.state)
     if sampled:
         print(f"\n{len(sampled)} run(s) have sampled system metrics (W&B caps its events read and they have no "
               "wandb-events.jsonl); their system_metrics rows have _sampled = true:", file=sys.stderr)
         for key in sorted(sampled)[:20]:
             print(f"  {key}", file=sys.stderr)
-    failed = {**state.get("history", {}).get("failed", {}), **state.get("system_metrics", {}).get("failed", {})}
+    failed = failed_runs(pipeline.state)
     if failed:
         print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)
         for key, reason in sorted(failed.items()):

@@ -12,8 +12,9 @@ import psycopg2
 
 from tests.wandb_emulator import Emulator
 from wandb_source import wandb_source
-from wandb_source.destination import load_options
-from wandb_source.transform import value_kind
+from wandb_source.convert.values import value_kind
+from wandb_source.load.destination import load_options
+from wandb_source.state import resources
 
 DESTINATIONS = ["duckdb", "postgres", "filesystem"]
 POSTGRES_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"  # trust auth: any password
@@ -49,9 +50,9 @@ def rows(pipeline: dlt.Pipeline, table: str) -> list[dict]:
     if table not in pipeline.default_schema.tables:
         return []
     if pipeline.destination.destination_name == "filesystem":  # delta tables, read without DuckDB's extension
-        from dlt.common.libs.deltalake import get_delta_tables
+        from wandb_source.load.dlt_internals import delta_table
 
-        return get_delta_tables(pipeline, table)[table].to_pyarrow_table().to_pylist()
+        return delta_table(pipeline, table).to_pyarrow_table().to_pylist()
     return pipeline.dataset()[table].arrow().to_pylist()
 
 
@@ -60,7 +61,7 @@ def loaded_counts(pipeline: dlt.Pipeline) -> dict:
 
 
 def history_columns(pipeline: dlt.Pipeline, table: str = "history") -> dict:
-    state = pipeline.state["sources"]["wandb"]["resources"][table]["columns"]
+    state = resources(pipeline.state)[table]["columns"]
     return {(key, kind): col for key, kinds in state.items() for kind, col in kinds.items()}
 
 
@@ -74,14 +75,14 @@ def same_value(got: Any, want: Any, kind: str) -> bool:
         got = json.loads(got) if isinstance(got, str) else got
         return got == json.loads(json.dumps(_safe(want)))
     if kind == "text":
-        from wandb_source.transform import without_nul
+        from wandb_source.convert.values import without_nul
 
         return got == without_nul(want)  # documented: U+0000 becomes U+FFFD
     return got == want
 
 
 def _safe(value: Any) -> Any:
-    from wandb_source.transform import json_value
+    from wandb_source.convert.values import json_value
 
     return json_value(value)
 

@@ -36,7 +36,7 @@ def test_every_command_line_option_is_documented(script):
 
 def test_every_source_argument_and_config_key_is_documented():
     from wandb_source import wandb_source
-    from wandb_source.offline import wandb_offline_source
+    from wandb_source.logs.source import wandb_offline_source
 
     arguments = {*inspect.signature(wandb_source).parameters, *inspect.signature(wandb_offline_source).parameters}
     missing = [a for a in arguments if f"| `{a}`" not in README]
@@ -65,3 +65,14 @@ def test_readme_sql_runs_and_finds_rows(tmp_path, emulator, destination):
                 assert rows, f"no rows from README query:\n{query}"
     finally:
         drop_dataset(pipeline)
+
+
+def test_every_table_is_documented_with_its_key():
+    """A new table added to settings.TABLE_HINTS fails here until the README's Tables section names it."""
+    from wandb_source import settings
+
+    section = README.split("## Tables", 1)[1].split("\n## ", 1)[0]
+    for table, hints in settings.TABLE_HINTS.items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{table}` |")), None)
+        assert row is not None, f"table {table} is not in the README's Tables section"
+        assert ", ".join(hints["primary_key"]) in row, f"the README gives {table} another key than {hints['primary_key']}"

@@ -15,7 +15,7 @@ import requests
 
 from tests.wandb_emulator import DatasetSpec
 from tests.wandb_emulator.profile import CONVENIENT, PESSIMISTIC
-from wandb_source.client import parse_retry_after
+from wandb_source.api.transport import parse_retry_after
 
 ENTITY, PROJECT = "emulator", "demo"
 RUN_QUERY = """query Run($entity: String!, $project: String!, $name: String!) {

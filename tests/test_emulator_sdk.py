@@ -24,7 +24,7 @@ def same(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if hasattr(a, "keys") and hasattr(b, "keys"):
-        return set(a.keys()) == set(b.keys()) and all(same(a[k], b[k]) for k in a.keys())
+        return set(a.keys()) == set(b.keys()) and all(same(a[k], b[k]) for k in a.keys())  # noqa: SIM118 - the SDK's summary iterates otherwise
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import DESTINATIONS, drop_dataset, load, make_pipeline
 from tests.test_pipeline_script import ROOT, project_dir, run_script
-from wandb_source.export import COMPONENTS, export_parquet
+from wandb_source.readback.export import COMPONENTS, export_parquet
 
 ENTITY, PROJECT = "emulator", "demo"
 

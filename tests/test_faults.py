@@ -6,6 +6,7 @@ import pytest
 
 from tests.helpers import assert_history_equals_emulator, load, make_pipeline, rows
 from wandb_source import ServerError
+from wandb_source.state import failed_runs
 
 FAST = dict(backoff_seconds=0.05, request_timeout=2)
 
@@ -58,8 +59,7 @@ def test_a_graphql_error_not_marked_transient_fails_at_once(tmp_path, emulator):
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emulator, **FAST)
     assert len([r for r in emulator.faults.requests("RunParquetHistory") if r.variables["run"] == bad.name]) == 1
-    failed = pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
-    assert "query complexity too high" in failed[f"emulator/demo/{bad.name}"]
+    assert "query complexity too high" in failed_runs(pipeline.state)[f"emulator/demo/{bad.name}"]
 
 
 def test_retry_after_as_an_http_date_is_honoured(tmp_path, emulator):
@@ -89,10 +89,9 @@ def test_one_failing_run_does_not_cost_the_project(tmp_path, emulator):
     load(pipeline, emulator, max_retries=1, **FAST)
     loaded = {r["run_id"] for r in rows(pipeline, "history")}
     assert bad.name not in loaded and len(loaded) >= 8
-    failed = pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
-    assert list(failed) == [f"emulator/demo/{bad.name}"]
+    assert list(failed_runs(pipeline.state)) == [f"emulator/demo/{bad.name}"]
 
     emulator.faults.clear()
     load(pipeline, emulator, **FAST)
     assert_history_equals_emulator(pipeline, emulator)
-    assert not pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
+    assert not failed_runs(pipeline.state)

@@ -13,6 +13,7 @@ from tests.wandb_emulator import DatasetSpec
 from tests.wandb_emulator.profile import LEGACY_SWEEP_FIELDS, PESSIMISTIC
 from tests.wandb_emulator.store import new_run
 from wandb_source import AuthenticationError, wandb_source
+from wandb_source.state import sampled_runs
 
 ENTITY, PROJECT = "emulator", "fidelity"
 PAGE = 1000
@@ -79,7 +80,7 @@ def test_a_hundred_live_runs_load_exactly(tmp_path, make_emulator):
 def test_a_page_that_comes_back_sampled_is_split_not_accepted(tmp_path, make_emulator, monkeypatch):
     """If W&B listed fewer live steps than a window holds (steps logged between the two requests), the
     answer is a sample: the window is split until no answer can be."""
-    from wandb_source import client as client_module
+    from wandb_source.api import client as client_module
 
     emu = _fidelity_emulator(make_emulator)
     real = client_module.WandbClient.parquet_history
@@ -121,8 +122,7 @@ def test_system_metrics_without_the_stream_are_marked_sampled(tmp_path, make_emu
     got = [r for r in loaded if r["run_id"] == big.name]
     assert len(got) == 1_000 and all(r["_sampled"] for r in got)  # W&B's cap, and said so
     assert all(r["_sampled"] is False for r in loaded if r["run_id"] == small.name)
-    state = pipeline.state["sources"]["wandb"]["resources"]["system_metrics"]
-    assert list(state["sampled"]) == [f"{ENTITY}/demo/{big.name}"]
+    assert list(sampled_runs(pipeline.state)) == [f"{ENTITY}/demo/{big.name}"]
 
 
 @pytest.mark.parametrize("profile", [
@@ -177,7 +177,7 @@ def test_an_older_server_without_recent_fields_loads_with_them_empty(tmp_path, m
 
 def _client_answering(pages):
     """A client whose server answers `pages` in turn (the pathological answers no emulator profile models)."""
-    from wandb_source.client import WandbClient
+    from wandb_source.api.client import WandbClient
 
     client = WandbClient("http://127.0.0.1:9", "local-" + "k" * 40)
     answers = iter(pages)
@@ -194,7 +194,7 @@ def test_paging_follows_empty_pages_and_takes_a_null_connection_as_empty():
     client = _client_answering([_runs_page([], "c1", True), _runs_page(["a"], "c2", True),
                                 {"project": {"runs": None}}])
     client._server_fields = {}  # no probe request
-    assert [page for page in client.run_pages(ENTITY, PROJECT)] == [[], [{"name": "a"}], []]
+    assert list(client.run_pages(ENTITY, PROJECT)) == [[], [{"name": "a"}], []]
 
 
 @pytest.mark.parametrize("pages, says", [

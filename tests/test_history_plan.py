@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from wandb_source.client import as_step
+from wandb_source.api.client import as_step
+from wandb_source.api.history import judge_page
+from wandb_source.api.history_plan import HistoryPlan, LiveWindow, plan_history
+from wandb_source.convert.selection import StepWindow
 from wandb_source.exceptions import ServerError
-from wandb_source.history_plan import HistoryPlan, LiveWindow, plan_history
-from wandb_source.readers import judge_page
-from wandb_source.selection import StepWindow
 
 W = StepWindow()
 

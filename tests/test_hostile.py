@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from tests.helpers import (DESTINATIONS, assert_history_equals_emulator, drop_dataset, load, make_pipeline, rows)
+from tests.helpers import DESTINATIONS, assert_history_equals_emulator, drop_dataset, load, make_pipeline, rows
 from tests.wandb_emulator import DatasetSpec
 from tests.wandb_emulator.hostile import HOSTILE_KEYS
-from wandb_source.transform import json_value, value_kind, without_nul
+from wandb_source.convert.values import json_value, value_kind, without_nul
 
 
 @pytest.fixture

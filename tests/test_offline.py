@@ -16,8 +16,9 @@ import pytest
 
 from tests.helpers import rows
 from tests.wandb_emulator import DatasetSpec
-from wandb_source.offline import wandb_offline_source
-from wandb_source.runlog import LogEnd, read_records
+from wandb_source.logs.records import LogEnd, read_records
+from wandb_source.logs.source import wandb_offline_source
+from wandb_source.state import resources
 
 STEPS = 40
 LOGGING = f"""
@@ -65,7 +66,7 @@ def pipeline_for(tmp_path) -> dlt.Pipeline:
 
 
 def column_of(pipeline: dlt.Pipeline, key: str, kind: str) -> str:
-    return pipeline.state["sources"]["wandb"]["resources"]["history"]["columns"][key][kind]
+    return resources(pipeline.state)["history"]["columns"][key][kind]
 
 
 def test_every_step_and_value_as_logged(tmp_path, run_log):
@@ -197,7 +198,7 @@ def test_online_and_offline_paths_give_the_same_rows(tmp_path, run_log, make_emu
 
     from tests.wandb_emulator.store import Run, RunHistory
     from wandb_source import wandb_source
-    from wandb_source.offline import parse_log
+    from wandb_source.logs.run_log import parse_log
 
     log = parse_log(run_log)
     emulator = make_emulator(DatasetSpec(runs=0))
@@ -290,7 +291,7 @@ run.finish()
 def test_a_run_still_being_written_then_finished(tmp_path, monkeypatch):
     """A real SDK process mid-run: the first load takes what reached the disk (ending in a partial
     record), the second, after the run finished, reads on from the byte offset where the first stopped."""
-    import wandb_source.logged_run as logged_run
+    import wandb_source.logs.run_log as logged_run
 
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_ERROR_REPORTING": "false",
            "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
@@ -335,7 +336,7 @@ def test_a_run_still_being_written_then_finished(tmp_path, monkeypatch):
 
 def _warnings(monkeypatch) -> list[str]:
     """The source's warnings, as they are logged (dlt's log handler may write to an earlier test's stderr)."""
-    import wandb_source.offline as offline
+    import wandb_source.logs.source as offline
 
     said: list[str] = []
     real = offline.logger.warning
@@ -353,7 +354,7 @@ def _wait_for(condition, seconds: float) -> None:
 
 
 def _resource_state(pipeline: dlt.Pipeline) -> dict:
-    return pipeline.state["sources"]["wandb"]["resources"]["history"]
+    return resources(pipeline.state)["history"]
 
 
 def test_a_checkpoint_that_no_longer_fits_the_file_is_not_used(tmp_path, run_log):
@@ -368,7 +369,7 @@ def test_a_checkpoint_that_no_longer_fits_the_file_is_not_used(tmp_path, run_log
     pipeline.run(wandb_offline_source(str(tmp_path / "logs")))
     (checkpoint,) = _resource_state(pipeline)["open_logs"].values()
 
-    from wandb_source.logged_run import parse_log
+    from wandb_source.logs.run_log import parse_log
 
     assert parse_log(path, checkpoint=checkpoint).started_at == checkpoint["offset"]
     changed = bytearray(data)

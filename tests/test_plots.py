@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import DESTINATIONS, drop_dataset, load, make_pipeline
 from tests.test_exports import _env
 from tests.test_pipeline_script import ROOT, project_dir, run_script
-from wandb_source.curves import curve, find_runs
+from wandb_source.readback.curves import curve, find_runs
 
 ENTITY, PROJECT = "emulator", "demo"
 

@@ -1,4 +1,4 @@
-"""Repairs after a killed load (wandb_source/recovery.py), each made to happen on purpose."""
+"""Repairs after a killed load (wandb_source/load/dlt_internals.py), each made to happen on purpose; the dlt version gate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_history_equals_emulator, drop_dataset, load, make_pipeline
-from wandb_source.recovery import repair_interrupted_normalize, reset_interrupted_merges
+from wandb_source.load.dlt_internals import check_dlt_version, repair_interrupted_normalize, reset_interrupted_merges
 
 
 @pytest.mark.parametrize("destination", ["duckdb", "postgres"])
@@ -68,3 +68,14 @@ def _source(emulator):
     from wandb_source import wandb_source
 
     return wandb_source(entity="emulator", base_url=emulator.url, api_key=emulator.api_key)
+
+
+def test_dlt_versions_outside_the_tested_range_are_named_in_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_dlt_version("1.31.0") and check_dlt_version("1.99.2")
+    for version in ("1.30.4", "2.0.0"):
+        with pytest.warns(RuntimeWarning, match=f"dlt {version} is installed"):
+            assert not check_dlt_version(version)

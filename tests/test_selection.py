@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import load, make_pipeline, rows
 from wandb_source import ConfigurationError, wandb_source
-from wandb_source.selection import KeySelection, StepWindow, last_rows
+from wandb_source.convert.selection import KeySelection, last_rows
 
 ENTITY, PROJECT = "emulator", "demo"
 
@@ -125,7 +125,7 @@ def test_last_steps_per_run_alone_and_with_patterns(tmp_path, emulator):
 
 
 def test_a_widened_selection_applies_from_the_next_load_and_full_refresh_reloads(tmp_path, emulator, monkeypatch):
-    from wandb_source.runner import run_load
+    from wandb_source.load.runner import run_load
 
     said = _warnings(monkeypatch)
     p = make_pipeline("duckdb", tmp_path)
@@ -148,7 +148,7 @@ def test_a_widened_selection_applies_from_the_next_load_and_full_refresh_reloads
 
 
 def _warnings(monkeypatch) -> list[str]:
-    import wandb_source as source_module
+    import wandb_source.source as source_module
 
     said: list[str] = []
     monkeypatch.setattr(source_module.logger, "warning", lambda msg, *a: said.append(msg % a if a else msg))

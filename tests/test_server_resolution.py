@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from wandb_source import ConfigurationError
-from wandb_source.client import parse_retry_after
-from wandb_source.credentials import (DEFAULT_BASE_URL, app_url, default_base_url, netrc_key, normalize_base_url)
+from wandb_source.api.credentials import DEFAULT_BASE_URL, app_url, default_base_url, netrc_key, normalize_base_url
+from wandb_source.api.transport import parse_retry_after
 
 URLS = ["https://api.wandb.ai", "https://api.wandb.ai/", "https://api.forge.coreweave.com",
         "https://forge.coreweave.com", "https://api.qa.wandb.ai", "https://api.wandb.test",
@@ -68,7 +68,7 @@ def test_base_url_from_the_sdks_settings_file_as_wandb_login_host_writes_it(tmp_
     work = tmp_path / "work"
     (work / "wandb").mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_BASE_URL"} | {"WANDB_CONFIG_DIR": str(config)}
-    probe = ("import json, wandb; from wandb_source.credentials import default_base_url; "
+    probe = ("import json, wandb; from wandb_source.api.credentials import default_base_url; "
              "print(json.dumps([default_base_url(), wandb.setup().settings.base_url]))")
     for workspace in (None, "https://workspace.example"):
         if workspace:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from tests.helpers import (assert_history_equals_emulator, drop_dataset, load, loaded_counts, make_pipeline,
-                           rows)
+from tests.helpers import assert_history_equals_emulator, drop_dataset, load, loaded_counts, make_pipeline, rows
 
 ENTITY, PROJECT = "emulator", "demo"
 
@@ -67,8 +66,8 @@ def test_incremental_loads_fetch_only_what_changed(pipeline, emulator):
     store.rewind(ENTITY, PROJECT, rewound.name, 12)
     store.append_steps(ENTITY, PROJECT, rewound.name, [{"_step": 13, "_timestamp": 1.9e9, "train/loss": 9.0}])
     store.delete_run(ENTITY, PROJECT, deleted.name)
-    from tests.wandb_emulator.generator import _make_run  # a new run in the same project
     from tests.wandb_emulator import DatasetSpec
+    from tests.wandb_emulator.generator import _make_run  # a new run in the same project
     new_run = _make_run(DatasetSpec(seed=99), PROJECT, 1, None)
     store.add_run(new_run)
     emulator.faults.clear_log()

@@ -8,9 +8,12 @@ import math
 import pytest
 
 from wandb_source import AuthenticationError, ConfigurationError
-from wandb_source.client import check_transport
-from wandb_source.credentials import default_base_url, resolve_api_key
-from wandb_source.transform import ColumnMap, key_value_table, metric_tables, parse_time, unwrap_config, value_kind
+from wandb_source.api.credentials import default_base_url, resolve_api_key
+from wandb_source.api.transport import check_transport
+from wandb_source.convert.columns import ColumnMap
+from wandb_source.convert.metrics import metric_tables
+from wandb_source.convert.runs import key_value_table, unwrap_config
+from wandb_source.convert.values import parse_time, value_kind
 
 
 def test_api_key_precedence_explicit_env_netrc(monkeypatch, tmp_path):
@@ -105,3 +108,12 @@ def test_timestamps_of_every_shape_in_one_page():
     wide, _ = metric_tables(rows, ("e", "p", "r"), ColumnMap({}, (), 10), "_step")
     got = [t.timestamp() if t else None for t in wide.column("_timestamp").to_pylist()]
     assert got == [1767607200.5, 1767607201.0, 1767607202.0, None, None]
+
+
+def test_the_public_api_is_a_sorted_all_and_nothing_else():
+    import wandb_source
+
+    assert wandb_source.__all__ == sorted(wandb_source.__all__)
+    public = {name for name in vars(wandb_source) if not name.startswith("_")}
+    subpackages = {"api", "convert", "exceptions", "load", "logs", "readback", "settings", "source", "state"}
+    assert public - subpackages == set(wandb_source.__all__)

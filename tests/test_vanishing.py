@@ -7,7 +7,8 @@ import pytest
 
 from tests.helpers import assert_history_equals_emulator, load, make_pipeline, rows
 from tests.wandb_emulator import DatasetSpec
-from wandb_source.client import WandbClient
+from wandb_source.api.client import WandbClient
+from wandb_source.state import failed_runs, history_cursors
 
 
 def delete_on_first_history_request(monkeypatch, emulator, delete) -> list:
@@ -33,8 +34,7 @@ def test_run_deleted_between_listing_and_fetching(tmp_path, emulator, monkeypatc
     gone = fired[0]
     assert gone not in {r["run_id"] for r in rows(pipeline, "history")}
     assert_history_equals_emulator(pipeline, emulator)
-    history_state = pipeline.state["sources"]["wandb"]["resources"]["history"]
-    assert not history_state["failed"] and f"emulator/demo/{gone}" not in history_state["runs"]
+    assert not failed_runs(pipeline.state) and f"emulator/demo/{gone}" not in history_cursors(pipeline.state)
 
     monkeypatch.undo()
     load(pipeline, emulator)  # the run is gone from the listing now: its row, if loaded, is marked
@@ -58,7 +58,7 @@ def test_project_deleted_mid_load_costs_only_that_project(tmp_path, make_emulato
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emulator, max_workers=1)
     assert_history_equals_emulator(pipeline, emulator, project="demo")
-    assert not pipeline.state["sources"]["wandb"]["resources"]["history"]["failed"]
+    assert not failed_runs(pipeline.state)
     monkeypatch.undo()
     load(pipeline, emulator)  # the next load lists only what exists
     assert_history_equals_emulator(pipeline, emulator, project="demo")

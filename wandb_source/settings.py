@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from dlt.common.schema.typing import TWriteDispositionConfig
+
 # -- paging and concurrency ------------------------------------------------------------------
 # Page sizes are the wandb SDK 0.31's (no server maximum is documented; W&B may clamp `first`).
 RUNS_PAGE_SIZE = 50  # runs per listing page: `api.runs(per_page=50)`
@@ -39,14 +43,14 @@ OWN_METRIC_COLUMNS = (*RUN_KEY, "_step", "_timestamp", "_runtime", "_deleted")
 OWN_SYSTEM_METRIC_COLUMNS = (*OWN_METRIC_COLUMNS, "_sampled")
 
 # every table is merged on its key (upsert: idempotent, so a repeated or resumed load never duplicates)
-MERGE = {"disposition": "merge", "strategy": "upsert"}
+MERGE: TWriteDispositionConfig = {"disposition": "merge", "strategy": "upsert"}
 
 
-def _typed(data_type: str, *names: str) -> dict:
+def _typed(data_type: str, *names: str) -> dict[str, Any]:
     return {name: {"data_type": data_type} for name in names}
 
 
-RUN_COLUMNS: dict = {
+RUN_COLUMNS: dict[str, Any] = {
     **_typed("text", "entity", "project", "run_id", "storage_id", "display_name", "state", "group", "job_type",
              "sweep", "user", "host", "commit", "notes", "description", "url"),
     **_typed("timestamp", "created_at", "updated_at", "heartbeat_at", "deleted_at"),
@@ -54,28 +58,29 @@ RUN_COLUMNS: dict = {
     **_typed("json", "tags", "config", "wandb_internal", "summary", "system_metrics"),
 }
 HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}  # tombstones after a rewind
-TABLE_HINTS: dict = {
+# every table, in the order the command line reports them; keys and column hints per table
+TABLE_HINTS: dict[str, Any] = {
     "projects": {"primary_key": ("entity", "name"),
                  "columns": {**_typed("text", "entity", "name", "id", "description"), **_typed("timestamp", "created_at")}},
     "runs": {"primary_key": RUN_KEY, "columns": RUN_COLUMNS},
     "run_config": {"primary_key": KEY_VALUE_KEY},
     "run_summary": {"primary_key": KEY_VALUE_KEY},
-    "history": {"primary_key": HISTORY_KEY, "columns": HARD_DELETE},
-    "history_long": {"primary_key": (*HISTORY_KEY, "key")},
-    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY, "columns": {"_sampled": {"data_type": "bool"}}},
-    "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key")},
-    "metric_columns": {"primary_key": ("table_name", "key", "kind"),
-                       "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
-    "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
     "run_metadata": {"primary_key": RUN_KEY, "columns": _typed("timestamp", "started_at", "heartbeat_at")},
+    "metric_axes": {"primary_key": (*RUN_KEY, "metric"),
+                    "columns": {**_typed("text", "metric", "step_metric", "goal"), **_typed("bool", "is_glob", "hidden"),
+                                **_typed("json", "summary")}},
     "artifacts": {"primary_key": (*RUN_KEY, "direction", "artifact_id"),
                   "columns": {**_typed("text", "direction", "artifact_id", "name", "type", "version", "digest",
                                        "state", "description"),
                               **_typed("bigint", "size", "file_count"), **_typed("json", "aliases", "metadata"),
                               **_typed("timestamp", "created_at", "updated_at")}},
-    "metric_axes": {"primary_key": (*RUN_KEY, "metric"),
-                    "columns": {**_typed("text", "metric", "step_metric", "goal"), **_typed("bool", "is_glob", "hidden"),
-                                **_typed("json", "summary")}},
+    "history": {"primary_key": HISTORY_KEY, "columns": HARD_DELETE},
+    "history_long": {"primary_key": (*HISTORY_KEY, "key")},
+    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY, "columns": {"_sampled": {"data_type": "bool"}}},
+    "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key")},
+    "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
+    "metric_columns": {"primary_key": ("table_name", "key", "kind"),
+                       "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
 }
 
 # -- W&B -------------------------------------------------------------------------------------

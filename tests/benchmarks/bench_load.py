@@ -68,7 +68,7 @@ def work_ours(args: argparse.Namespace) -> dict:
 
 def _count_bytes() -> list[int]:
     """Bytes of every answer the source's client receives (bodies, after decompression)."""
-    from wandb_source.client import WandbClient
+    from wandb_source.api.client import WandbClient
 
     received, send = [0], WandbClient._send
 
@@ -83,7 +83,7 @@ def _count_bytes() -> list[int]:
 
 def timed_load(pipeline: Any, source: Any) -> dict:
     """`run_load` with its phases: rows and runs loaded, seconds of extract, normalize, load."""
-    from wandb_source.runner import run_load
+    from wandb_source.load.runner import run_load
 
     started = time.monotonic()
     run_load(pipeline, source)
@@ -143,7 +143,7 @@ def work_floor(args: argparse.Namespace) -> dict:
 
 def work_offline(args: argparse.Namespace) -> dict:
     """`pipelines/wandb_pipeline.py --offline-dir`: the run logs under workdir/logs into DuckDB."""
-    from wandb_source.offline import wandb_offline_source
+    from wandb_source.logs.source import wandb_offline_source
 
     logs = Path(args.workdir) / "logs"
     result = timed_load(_pipeline("duckdb", Path(args.workdir)), wandb_offline_source(str(logs)))

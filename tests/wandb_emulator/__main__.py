@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -68,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                    profile=PROFILES[args.profile])
     print(json.dumps({"url": emu.url, "api_key": emu.api_key, "entity": args.entity}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         emu.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        pass
     return 0
 
 

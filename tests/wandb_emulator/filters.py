@@ -94,10 +94,7 @@ def _match_field(run: Run, path: str, cond: Any) -> bool:
     is_date = path in DATE_FIELDS
     if not (isinstance(cond, dict) and any(k.startswith("$") for k in cond)):
         return _equals(value, cond, is_date)
-    for op, arg in cond.items():
-        if not _apply(op, value, arg, is_date):
-            return False
-    return True
+    return all(_apply(op, value, arg, is_date) for op, arg in cond.items())
 
 
 def _apply(op: str, value: Any, arg: Any, is_date: bool) -> bool:

@@ -18,8 +18,8 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .store import RUN_STATES, UTC, Project, Run, RunHistory, Store, Sweep, dumps_wandb
 

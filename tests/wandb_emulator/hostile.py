@@ -67,7 +67,8 @@ def _make_row(t0: float) -> callable:
 def add_hostile_project(store: Store, entity: str, created: dt.datetime) -> None:
     store.add_project(entity, "hostile", created)
     config = {**{key: f"config {key}" for key in HOSTILE_KEYS}, "nested10": _deep(10), "nan": math.nan,
-              "inf": -math.inf, "big": 2**64, "empty": "", "list": [1, "two", None, [3.5, math.nan], {"k": math.inf}], "none": None}
+              "inf": -math.inf, "big": 2**64, "empty": "",
+              "list": [1, "two", None, [3.5, math.nan], {"k": math.inf}], "none": None}
     for index, (name, state, steps) in enumerate((("hostile-finished", "finished", range(120)),
                                                    ("hostile-running", "running", range(45)),
                                                    ("hostile-empty", "finished", range(0)),

@@ -44,7 +44,7 @@ class ServerProfile:
     retry_after_date: bool = True
     missing_fields: tuple[str, ...] = LEGACY_SWEEP_FIELDS  # "Type.field" absent from the schema
 
-    def but(self, **changes: object) -> "ServerProfile":
+    def but(self, **changes: object) -> ServerProfile:
         """This profile with some switches changed (`PESSIMISTIC.but(missing_fields=(...))`)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -78,7 +78,7 @@ class Emulator:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="wandb-emulator", daemon=True)
         self._thread.start()
         return self
@@ -91,7 +91,7 @@ class Emulator:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

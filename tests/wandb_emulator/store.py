@@ -14,10 +14,11 @@ import itertools
 import json
 import os
 import threading
-from collections import OrderedDict
 from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 UTC = dt.timezone.utc
 RUN_STATES = ("running", "finished", "crashed", "failed", "killed", "preempted", "pending")
@@ -81,7 +82,7 @@ class RunHistory:
         for block in range(start // BLOCK, (max(start, stop - 1)) // BLOCK + 1):
             first = block * BLOCK
             encoded = CACHE.get((self.uid, self.version, block),
-                                lambda: [dumps_wandb(r) for r in self.rows(first, first + BLOCK)],
+                                lambda first=first: [dumps_wandb(r) for r in self.rows(first, first + BLOCK)],
                                 lambda lines: sum(len(x) for x in lines) + 64 * len(lines))
             out += encoded[max(0, start - first):max(0, stop - first)]
         return out
@@ -302,7 +303,7 @@ class Store:
             run = self.run(entity, project, run_id)
             for row in rows:
                 run.history.append(row)
-                run.summary.update({k: v for k, v in row.items()})
+                run.summary.update(dict(row))
             self.touch(run, edit=False)
             return run
 

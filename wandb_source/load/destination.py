@@ -10,29 +10,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-import dlt
 import pyarrow as pa
 from dlt.common import logger
+
+from .dlt_internals import delta_table
 
 
 def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def active_pipeline() -> Any:
-    """The pipeline running this extract, or None when the source runs stand-alone.
-
-    Call it on the extract thread: worker threads have no active pipeline (dlt would make a new one)."""
-    try:
-        from dlt.common.configuration.container import Container
-        from dlt.common.pipeline import PipelineContext
-
-        context = Container()[PipelineContext]
-        return context.pipeline() if context.is_active() else None
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def run_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str = "*") -> list[dict[str, Any]]:
@@ -57,9 +45,7 @@ def run_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: 
 def _delta_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str) -> list[dict[str, Any]]:
     """Filesystem destination (delta tables): read with deltalake, no DuckDB extension needed."""
     try:
-        from dlt.common.libs.deltalake import get_delta_tables
-
-        delta = get_delta_tables(pipeline, table)[table]
+        delta = delta_table(pipeline, table)
     except Exception as e:  # noqa: BLE001 - not a delta table, or not written yet
         logger.info("could not open delta table %s: %s", table, e)
         return []
@@ -74,9 +60,7 @@ def table_batches(pipeline: Any, table: str, chunk_size: int = 100_000) -> Itera
     if table not in pipeline.default_schema.tables or not pipeline.default_schema.get_table_columns(table):
         return
     if pipeline.destination.destination_name == "filesystem":
-        from dlt.common.libs.deltalake import get_delta_tables
-
-        dataset = get_delta_tables(pipeline, table)[table].to_pyarrow_dataset()
+        dataset = delta_table(pipeline, table).to_pyarrow_dataset()
         for batch in dataset.to_batches(batch_size=chunk_size):
             yield pa.Table.from_batches([batch])
         return

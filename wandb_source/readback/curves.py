@@ -10,21 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .destination import run_rows, table_batches
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
+from ..load.destination import run_rows, table_batches
 
 RUN_KEY = ("entity", "project", "run_id")
 
 
 @dataclass
 class Curve:
-    run: dict  # the `runs` row
+    run: dict[str, Any]  # the `runs` row
     metric: str
     x_key: str
     points: list[tuple[float, float]]
 
 
-def find_runs(pipeline: Any, wanted: list[str], limit: int) -> list[dict]:
+def find_runs(pipeline: Any, wanted: list[str], limit: int) -> list[dict[str, Any]]:
     """Runs named in `wanted` (run id, display name or entity/project/run_id), or the `limit` most
     recently created runs when `wanted` is empty."""
     runs = [row for batch in table_batches(pipeline, "runs") for row in batch.to_pylist()]
@@ -47,14 +47,15 @@ def numeric_columns(pipeline: Any) -> dict[str, tuple[str, bool]]:
             if row["table_name"] == "history" and row["kind"] == "number"}
 
 
-def curve(pipeline: Any, run: dict, metric: str, x_key: Optional[str] = None,
-          columns: Optional[dict] = None) -> Curve:
+def curve(pipeline: Any, run: dict[str, Any], metric: str, x_key: Optional[str] = None,
+          columns: Optional[dict[str, Any]] = None) -> Curve:
     """One metric of one run; `x_key` None: the metric's step axis from `metric_axes`, else `_step`.
     `columns`: `numeric_columns(pipeline)`, read once for many curves (read here when None)."""
     columns = numeric_columns(pipeline) if columns is None else columns
     key = tuple(run[k] for k in RUN_KEY)
     x_key = x_key or _step_axis(pipeline, key, metric) or "_step"
     values = _series(pipeline, key, metric, columns)
+    xs: dict[Any, Any]  # step -> x (None: no number at that step)
     if x_key == "_step":
         xs = {step: float(step) for step in values}
     elif x_key in ("_runtime", "_timestamp"):
@@ -65,7 +66,7 @@ def curve(pipeline: Any, run: dict, metric: str, x_key: Optional[str] = None,
     return Curve(run, metric, x_key, points)
 
 
-def _series(pipeline: Any, key: tuple, metric: str, columns: dict) -> dict[int, float]:
+def _series(pipeline: Any, key: tuple[Any, ...], metric: str, columns: dict[str, Any]) -> dict[int, float]:
     """{_step: value} of `metric` (a W&B key), from `history` or, past its column budget, `history_long`."""
     if metric not in columns:
         raise ConfigurationError(f"no numeric metric {metric!r} in the loaded history: metric names are W&B keys "
@@ -78,7 +79,7 @@ def _series(pipeline: Any, key: tuple, metric: str, columns: dict) -> dict[int, 
     return {r["_step"]: v for r in rows if (v := _number(r.get(column))) is not None}
 
 
-def _step_axis(pipeline: Any, key: tuple, metric: str) -> Optional[str]:
+def _step_axis(pipeline: Any, key: tuple[Any, ...], metric: str) -> Optional[str]:
     for row in run_rows(pipeline, "metric_axes", key):
         if row["metric"] == metric and row.get("step_metric"):
             return row["step_metric"]

@@ -22,8 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .destination import table_batches
-from .transform import json_or_text
+from ..convert.values import json_or_text
+from ..load.destination import table_batches
 
 COMPONENTS = ("config", "summary", "metadata", "system_metrics", "system_attrs", "sweep_info")
 RUN_KEY = ("entity", "project", "run_id")
@@ -36,7 +36,8 @@ def export_parquet(pipeline: Any, out_dir: Path) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [row for batch in table_batches(pipeline, "runs") for row in batch.to_pylist()]
     metadata = _by_run(pipeline, "run_metadata")
-    sweeps = {(r["entity"], r["project"], r["sweep_id"]): r for r in _rows(pipeline, "sweeps")}
+    sweeps: dict[tuple[Any, ...], dict[str, Any]] = {
+        (r["entity"], r["project"], r["sweep_id"]): r for r in _rows(pipeline, "sweeps")}
     components = [_components(run, metadata, sweeps) for run in runs]
     written = {"runs_metadata.parquet": _write(out_dir / "runs_metadata.parquet", [
         {**_core(run), **{name: json.dumps(parts[name], default=str) for name in COMPONENTS}}
@@ -49,26 +50,27 @@ def export_parquet(pipeline: Any, out_dir: Path) -> dict[str, int]:
     return written
 
 
-def _rows(pipeline: Any, table: str) -> list[dict]:
+def _rows(pipeline: Any, table: str) -> list[dict[str, Any]]:
     return [row for batch in table_batches(pipeline, table) for row in batch.to_pylist()]
 
 
-def _by_run(pipeline: Any, table: str) -> dict[tuple, dict]:
+def _by_run(pipeline: Any, table: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {tuple(row[k] for k in RUN_KEY): row for row in _rows(pipeline, table)}
 
 
-def _core(run: dict) -> dict:
+def _core(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run["run_id"], "run_name": run.get("display_name"), "state": run.get("state"),
             "project": run["project"], "entity": run["entity"], "created_at": run.get("created_at"),
             "runtime": run.get("runtime")}
 
 
-def _ids(run: dict) -> dict:
+def _ids(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run["run_id"], "run_name": run.get("display_name"), "project": run["project"],
             "entity": run["entity"]}
 
 
-def _components(run: dict, metadata: dict, sweeps: dict) -> dict[str, dict]:
+def _components(run: dict[str, Any], metadata: dict[tuple[Any, ...], dict[str, Any]],
+                sweeps: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     key = tuple(run[k] for k in RUN_KEY)
     meta = {k: v for k, v in (metadata.get(key) or {}).items() if k not in RUN_KEY and not k.startswith("_dlt")}
     sweep = sweeps.get((run["entity"], run["project"], run.get("sweep"))) if run.get("sweep") else None
@@ -86,12 +88,12 @@ def _json(value: Any) -> Any:
     return {} if value is None else json_or_text(value)
 
 
-def _write(path: Path, rows: list[dict]) -> int:
+def _write(path: Path, rows: list[dict[str, Any]]) -> int:
     pq.write_table(_table(rows), path)
     return len(rows)
 
 
-def _table(rows: list[dict]) -> pa.Table:
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
     """Columns in first-seen order; a column whose values do not share one Arrow type becomes JSON."""
     names: dict[str, None] = {}
     for row in rows:
@@ -108,7 +110,7 @@ def _table(rows: list[dict]) -> pa.Table:
     return pa.table(columns) if columns else pa.table({"run_id": pa.array([], pa.string())})
 
 
-def _write_history(pipeline: Any, path: Path, names: dict) -> int:
+def _write_history(pipeline: Any, path: Path, names: dict[tuple[Any, ...], Any]) -> int:
     renames = _metric_names(pipeline)
     writer, written = None, 0
     try:
@@ -134,7 +136,7 @@ def _metric_names(pipeline: Any) -> dict[str, str]:
             for r in mapping}
 
 
-def _history_batch(batch: pa.Table, names: dict, renames: dict) -> pa.Table:
+def _history_batch(batch: pa.Table, names: dict[tuple[Any, ...], Any], renames: dict[str, Any]) -> pa.Table:
     keys = zip(*(batch.column(k).to_pylist() for k in RUN_KEY))
     columns = {"run_id": batch.column("run_id"), "run_name": pa.array([names.get(k) for k in keys], pa.string()),
                "project": batch.column("project"), "entity": batch.column("entity"), "step": batch.column("_step"),

@@ -2,7 +2,7 @@
 
 `run_load(pipeline, source)` is `pipeline.run(source)` plus what a scheduled loader needs:
 
-- a load that a killed process left behind is repaired (`recovery.py`) and finished first — plain
+- a load that a killed process left behind is repaired (`dlt_internals.py`) and finished first — plain
   `pipeline.run` would finish it and stop without extracting anything new;
 - a destination that lost the dataset (DuckDB file deleted, schema dropped) makes it load everything
   again, instead of trusting the local state and loading nothing;
@@ -21,9 +21,14 @@ import dlt
 from dlt.common import logger
 
 from .destination import duckdb_memory_limit, load_options
-from .recovery import forget_lost_destination, repair_interrupted_normalize, reset_interrupted_merges
+from .dlt_internals import (
+    DUCKDB_GLOBAL_CONFIG,
+    forget_lost_destination,
+    repair_interrupted_normalize,
+    reset_interrupted_merges,
+    set_duckdb_global_config,
+)
 
-DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 USER_SET_DUCKDB_CONFIG = DUCKDB_GLOBAL_CONFIG in os.environ  # read before this module sets it
 
 
@@ -38,7 +43,7 @@ def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None)
     else:
         forget_lost_destination(pipeline)
     _normalize_and_load(pipeline)  # also syncs state with the destination, once
-    pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))
+    pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))  # type: ignore[arg-type]
     return _normalize_and_load(pipeline)
 
 
@@ -61,4 +66,4 @@ def size_duckdb_memory(pipeline: dlt.Pipeline) -> None:
         return
     if USER_SET_DUCKDB_CONFIG or dlt.secrets.get("destination.duckdb.credentials.global_config"):
         return
-    os.environ[DUCKDB_GLOBAL_CONFIG] = json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)})
+    set_duckdb_global_config(json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)}))

@@ -16,11 +16,11 @@ VIEWER = "query Viewer { viewer { id entity username } }"
 # SDK `InternalApi.server_info_introspection` (sdk/internal/internal_api.py, `ProbeServerCapabilities`):
 # the fields each type has on this server, one `__type` per type we select fields of.
 PROBE_TYPES = ("Run", "Project", "Sweep", "Artifact")
-PROBE = """query ProbeServerCapabilities {
-  %s
-}
-fragment fieldData on __Type { fields { name } }""" % "\n  ".join(
-    f'{name}Type: __type(name: "{name}") {{ ...fieldData }}' for name in PROBE_TYPES)
+_PROBED = "\n  ".join(f'{name}Type: __type(name: "{name}") {{ ...fieldData }}' for name in PROBE_TYPES)
+PROBE = f"""query ProbeServerCapabilities {{
+  {_PROBED}
+}}
+fragment fieldData on __Type {{ fields {{ name }} }}"""
 
 # -- field lists -------------------------------------------------------------------------------
 # The SDK's LIGHTWEIGHT_RUN_FRAGMENT (apis/public/runs.py) less user/commit, plus `eventsLineCount`

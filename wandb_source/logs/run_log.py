@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from google.protobuf import json_format
 
-from .runlog import LogEnd, read_records
+from .records import LogEnd, read_records
 
 TAIL_BYTES = 4096  # the bytes before a checkpoint's offset, fingerprinted to see the log is the same file
 
@@ -31,21 +31,22 @@ class RunLog:
     """What one log holds, as the GraphQL run node `run_row` reads, plus history and system samples."""
 
     path: Path
-    node: dict = field(default_factory=dict)
+    node: dict[str, Any] = field(default_factory=dict)
     entity: str = ""
     project: str = ""
-    config: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    summary_json: dict = field(default_factory=dict)  # (key, nested...) -> value JSON, as the log updates it
-    history: list = field(default_factory=list)  # rows read this time
-    events: list = field(default_factory=list)  # system metrics samples read this time
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    # (key, nested...) -> value JSON, as the log updates it
+    summary_json: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    history: list[Any] = field(default_factory=list)  # rows read this time
+    events: list[Any] = field(default_factory=list)  # system metrics samples read this time
     rows_before: int = 0  # history rows before the offset this read started at
-    last_row: dict = field(default_factory=dict)  # `_step`/`_timestamp` of the last history row
+    last_row: dict[str, Any] = field(default_factory=dict)  # `_step`/`_timestamp` of the last history row
     exit_code: Optional[int] = None
     end: LogEnd = field(default_factory=lambda: LogEnd(0))
     started_at: int = 0  # byte offset this read started at (0: the whole log)
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self) -> dict[str, Any]:
         """What a later read needs to resume after `end.offset` (JSON, for dlt state)."""
         return {"offset": self.end.offset, "tail": _tail_crc(self.path, self.end.offset), "entity": self.entity,
                 "project": self.project, "node": {k: v for k, v in self.node.items() if k not in _DERIVED},
@@ -55,7 +56,7 @@ class RunLog:
 
 
 def parse_log(path: Path, entity: Optional[str] = None, project: Optional[str] = None,
-              checkpoint: Optional[dict] = None) -> RunLog:
+              checkpoint: Optional[dict[str, Any]] = None) -> RunLog:
     """Read one run log up to its last intact record (from `checkpoint` when it still fits the file)."""
     log = RunLog(path)
     if checkpoint and _fits(path, checkpoint):
@@ -72,12 +73,12 @@ def parse_log(path: Path, entity: Optional[str] = None, project: Optional[str] =
     return log
 
 
-def _fits(path: Path, checkpoint: dict) -> bool:
+def _fits(path: Path, checkpoint: dict[str, Any]) -> bool:
     offset = checkpoint["offset"]
     return path.stat().st_size >= offset and _tail_crc(path, offset) == checkpoint["tail"]
 
 
-def _restore(log: RunLog, checkpoint: dict) -> None:
+def _restore(log: RunLog, checkpoint: dict[str, Any]) -> None:
     log.started_at = log.end.offset = checkpoint["offset"]
     log.entity, log.project = checkpoint["entity"], checkpoint["project"]
     log.node, log.config = dict(checkpoint["node"]), dict(checkpoint["config"])
@@ -106,7 +107,7 @@ def combine(logs: list[RunLog]) -> RunLog:
     if len(logs) == 1:
         return logs[0]
     out = RunLog(logs[-1].path, entity=logs[-1].entity, project=logs[-1].project)
-    steps: dict[int, dict] = {}
+    steps: dict[int, dict[str, Any]] = {}
     for log in logs:
         out.node.update({k: v for k, v in log.node.items() if v is not None})
         out.config.update(log.config)
@@ -178,13 +179,13 @@ def _set_flags(message: Any) -> list[int]:
     return [field.number for field, value in message.ListFields() if value is True]
 
 
-def _items(items: Any) -> dict:
-    row: dict = {}
+def _items(items: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {}
     _update(row, items)
     return row
 
 
-def _update(target: dict, items: Any) -> None:
+def _update(target: dict[str, Any], items: Any) -> None:
     """Apply W&B's `{key | nested_key, value_json}` items (history, config, summary) to `target`."""
     for item in items:
         keys = item.nested_key
@@ -194,7 +195,7 @@ def _update(target: dict, items: Any) -> None:
         _set(target, list(keys) or [item.key], _loads(item.value_json))
 
 
-def _set(target: dict, keys: Any, value: Any) -> None:
+def _set(target: dict[str, Any], keys: Any, value: Any) -> None:
     for key in keys[:-1]:
         if not isinstance(target.get(key), dict):
             target[key] = {}
@@ -223,7 +224,7 @@ def _loads(text: str) -> Any:
 _DERIVED = ("state", "config", "summaryMetrics", "historyLineCount", "historyKeys", "updatedAt")
 
 
-def _node_fields(log: RunLog) -> dict:
+def _node_fields(log: RunLog) -> dict[str, Any]:
     state = "running" if log.exit_code is None else ("finished" if log.exit_code == 0 else "failed")
     config = {k: {"value": v} for k, v in log.config.items()}
     return {"state": state, "config": json.dumps(config), "summaryMetrics": json.dumps(log.summary),

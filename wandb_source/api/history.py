@@ -1,4 +1,4 @@
-"""Private generators: a run's full-resolution history, its system metrics, and a bounded thread pool.
+"""A run's full-resolution history: the reads `history_plan` plans, executed and checked.
 
 History: `history_plan.plan_history` decides the reads from what W&B says exists (parquet exports, the
 live steps); this module executes them and checks every answer. Steps below the first live step come
@@ -15,29 +15,19 @@ from __future__ import annotations
 
 import collections
 import io
-import json
-import queue
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dlt.common import logger
 
-from .client import WandbClient, as_step
-from .exceptions import ServerError
+from ..convert.metrics import lines_to_arrow, parse_history_lines
+from ..convert.selection import StepWindow
+from ..exceptions import ServerError
+from ..state import HistoryCursor
+from .client import RunGone, WandbClient, as_step
 from .history_plan import HistoryPlan, LiveWindow, plan_history
-from .selection import StepWindow
-from .transform import lines_to_arrow, parse_history_lines
-
-DONE = object()  # what `in_parallel` yields as the item when a job has ended
-
-
-class RunGone(Exception):
-    """The run was deleted between listing and fetching."""
 
 
 class Rewound(Exception):
@@ -48,27 +38,10 @@ class HistoryChanged(ServerError):
     """A live page lacked steps W&B had just listed (the run changed while it was read)."""
 
 
-@dataclass
-class HistoryCursor:
-    """Where a run's history load stands: last step loaded and its `_timestamp`."""
-
-    last_step: int = -1
-    last_timestamp: float | None = None
-    steps_seen: set = field(default_factory=set)  # filled only for a full (re)read
-    rewound: bool = False
-
-    def to_state(self) -> list:
-        return [self.last_step, self.last_timestamp]
-
-    @classmethod
-    def from_state(cls, value: list | None) -> "HistoryCursor":
-        return cls(*value) if value else cls()
-
-
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
                  page_size: int, window: StepWindow = StepWindow(),
                  columns: Callable[[list[str]], list[str]] | None = None,
-                 history_line_count: int | None = None) -> Iterator[list[dict] | pa.Table]:
+                 history_line_count: int | None = None) -> Iterator[list[dict[str, Any]] | pa.Table]:
     """Batches newer than `cursor` (Arrow tables from parquet exports, Arrow tables or row lists from
     live pages); the whole history again after a rewind. Only steps inside `window` (min_step..max_step).
     `columns` picks the columns read from parquet exports. `history_line_count` (from the listing) says
@@ -185,7 +158,7 @@ def judge_page(live_window: LiveWindow, steps: list[int]) -> str:
     return "ok"
 
 
-def _live_page(lines: list[str], live_window: LiveWindow) -> pa.Table | list[dict]:
+def _live_page(lines: list[str], live_window: LiveWindow) -> pa.Table | list[dict[str, Any]]:
     """A live page's rows inside the window, sorted by step: an Arrow table, or rows when Arrow cannot
     type it (a key changing type, ints beyond int64, `_step` sent as a float)."""
     lo, hi = live_window.min_step, live_window.max_step
@@ -202,11 +175,11 @@ def _live_page(lines: list[str], live_window: LiveWindow) -> pa.Table | list[dic
     return sorted(rows, key=lambda r: r["_step"])
 
 
-def _check_page(page: pa.Table | list[dict], step: int, cursor: HistoryCursor) -> bool:
+def _check_page(page: pa.Table | list[dict[str, Any]], step: int, cursor: HistoryCursor) -> bool:
     return _check_arrow(page, step, cursor) if isinstance(page, pa.Table) else _check(page[:1], step, cursor)
 
 
-def _check(rows: list[dict], step: int | None, cursor: HistoryCursor) -> bool:
+def _check(rows: list[dict[str, Any]], step: int | None, cursor: HistoryCursor) -> bool:
     """True when `rows` hold `step` with the `_timestamp` loaded last time; Rewound if it changed."""
     for row in rows:
         if row["_step"] == step:
@@ -244,7 +217,7 @@ def _emit_arrow(table: pa.Table, first_new: int, cursor: HistoryCursor) -> Itera
     yield new
 
 
-def _emit(rows: list[dict], first_new: int, cursor: HistoryCursor) -> Iterator[list[dict]]:
+def _emit(rows: list[dict[str, Any]], first_new: int, cursor: HistoryCursor) -> Iterator[list[dict[str, Any]]]:
     new = [r for r in rows if r["_step"] >= first_new]
     if not new:
         return
@@ -255,78 +228,4 @@ def _emit(rows: list[dict], first_new: int, cursor: HistoryCursor) -> Iterator[l
         cursor.last_step, cursor.last_timestamp = last["_step"], last.get("_timestamp")
     yield new
 
-
-def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float | None, url: str | None = None,
-                line_count: int | None = None) -> tuple[list[dict], bool | None]:
-    """System-metric samples newer than `after` (a `_timestamp`), and whether they are a sample of the
-    run's: from the run file `wandb-events.jsonl` (every sample, as the SDK streamed it) when `url` is
-    given, else from `events(samples:)`, which W&B caps: sampled when it returns fewer than `line_count`
-    (`eventsLineCount`), unknown (None) when W&B does not say how many there are."""
-    if url:
-        rows, sampled = parse_events_file(client.download(url)), False
-    else:
-        lines = client.events(*run_key)
-        if lines is None:
-            raise RunGone("/".join(run_key))
-        rows = parse_history_lines(lines)
-        sampled = None if line_count is None else len(rows) < line_count
-    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("_timestamp"), (int, float))
-            and not isinstance(r.get("_timestamp"), bool)]
-    return [{k: v for k, v in r.items() if k != "_wandb"} for r in rows if after is None or r["_timestamp"] > after], sampled
-
-
-def parse_events_file(data: bytes) -> list[dict]:
-    """`wandb-events.jsonl`: one JSON object per line (NaN/Infinity tokens allowed). A last line that does
-    not parse is still being written and is left for the next load; a damaged line is skipped."""
-    lines = data.split(b"\n")
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                logger.warning("skipped line %d of a wandb-events.jsonl: not JSON", number)
-    return rows
-
-
-def in_parallel(jobs: Iterable[Any], work: Callable[[Any], Iterator[Any]], max_workers: int,
-                buffer: int = 16) -> Iterator[tuple[Any, Any, BaseException | None]]:
-    """Run `work(job)` for every job on a bounded pool; yield (job, item, None) per item produced,
-    then (job, DONE, error or None) when the job ends. Memory is bounded by `buffer` items."""
-    jobs = list(jobs)
-    results: queue.Queue = queue.Queue(maxsize=buffer)
-    stop = threading.Event()
-
-    def run(job: Any) -> None:
-        error = None
-        try:
-            for item in work(job):
-                if stop.is_set():
-                    return
-                results.put((job, item, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
-            error = e
-        if not stop.is_set():
-            results.put((job, DONE, error))
-
-    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wandb-fetch")
-    try:
-        for job in jobs:
-            pool.submit(run, job)
-        remaining = len(jobs)
-        while remaining:
-            job, item, error = results.get()
-            if item is DONE:
-                remaining -= 1
-            yield job, item, error
-    finally:
-        stop.set()
-        while True:  # unblock producers waiting on a full queue
-            try:
-                results.get_nowait()
-            except queue.Empty:
-                break
-        pool.shutdown(wait=True, cancel_futures=True)
 

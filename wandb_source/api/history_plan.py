@@ -22,10 +22,11 @@ and neither does this planner:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
-from .selection import StepWindow
+from ..convert.selection import StepWindow
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class LiveWindow:
     samples: int
     expected: Optional[tuple[int, ...]] = None
 
-    def split(self) -> tuple["LiveWindow", "LiveWindow"]:
+    def split(self) -> tuple[LiveWindow, LiveWindow]:
         """Two windows covering this one (for an answer that may have been sampled)."""
         middle = (self.min_step + self.max_step) // 2
         if self.expected is None:

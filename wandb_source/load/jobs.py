@@ -7,21 +7,25 @@ consumer only after every table of the run has been yielded, so a failed run is 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional, Union
 
 import dlt
 import pyarrow as pa
 
-from . import settings
-from .client import WandbClient
+from .. import settings
+from ..api.client import WandbClient
+from ..api.events import read_events
+from ..api.history import read_history
+from ..convert.columns import ColumnMap
+from ..convert.metrics import arrow_metric_tables, metric_tables
+from ..convert.run_objects import metric_axes_rows
+from ..convert.runs import key_value_table, run_row, unwrap_config
+from ..convert.selection import Selection, StepWindow, last_rows
+from ..convert.values import arrow_without_nul, loads_wandb, without_nul
+from ..state import EventsCursor, HistoryCursor, RunEntry, run_key
 from .destination import run_rows
-from .readers import HistoryCursor, read_events, read_history
-from .run_objects import metric_axes_rows
-from .selection import Selection, StepWindow, last_rows
-from .transform import (ColumnMap, arrow_metric_tables, arrow_without_nul, key_value_table, loads_wandb,
-                        metric_tables, run_row, unwrap_config, without_nul)
-
 
 
 def table_item(table: str, item: Any) -> Any:
@@ -34,12 +38,12 @@ def table_item(table: str, item: Any) -> Any:
     return dlt.mark.with_hints(item, _hints(table), create_table_variant=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(table: str) -> Any:
     return dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
 
 
-def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> Iterator[Any]:
+def run_tables(nodes: list[dict[str, Any]], entity: str, project: str, app_url: str) -> Iterator[Any]:
     """Full W&B run objects → `runs` rows, their config and summary as `run_config` / `run_summary`
     (one row per key) and their `define_metric` axes as `metric_axes`. The API path and the run-log
     path (offline.py) both build such objects."""
@@ -60,30 +64,33 @@ def run_tables(nodes: list[dict], entity: str, project: str, app_url: str) -> It
 
 @dataclass
 class RunJob:
-    """One run to fetch: its key, its change signature now (`transform.change_signature`), and what the
-    table loaded last time."""
+    """One run to fetch: its key, its change signature now (`convert.runs.change_signature`), and what
+    the table loaded last time (`previous`, None for a run never loaded)."""
 
     entity: str
     project: str
     run_id: str
-    updated_at: str | None  # the change signature (named for the state it replaced)
-    previous: list | None  # [signature, *cursor] from state
-    history_line_count: int | None = None
-    events_line_count: int | None = None
-    events_url: str | None = None  # the run's `wandb-events.jsonl`, when it has one
-    cursor: Any = field(default=None)
-    sampled: bool | None = None  # system metrics: True when W&B gave fewer samples than the run holds
+    signature: Optional[str]
+    previous: Optional[RunEntry]
+    history_line_count: Optional[int] = None
+    events_line_count: Optional[int] = None
+    events_url: Optional[str] = None  # the run's `wandb-events.jsonl`, when it has one
+    cursor: Union[HistoryCursor, EventsCursor, None] = field(default=None)
+    sampled: Optional[bool] = None  # system metrics: True when W&B gave fewer samples than the run holds
 
     @property
     def key(self) -> str:
-        return f"{self.entity}/{self.project}/{self.run_id}"
+        return run_key(self.entity, self.project, self.run_id)
 
     @property
     def run_key(self) -> tuple[str, str, str]:
         return self.entity, self.project, self.run_id
 
-    def state(self) -> list:
-        return [self.updated_at, *self.cursor.to_state()]
+    def entry(self) -> RunEntry:
+        """What state keeps for this run once it loaded: its signature and its new cursor."""
+        if self.cursor is None:
+            raise ValueError(f"run {self.key} has no cursor: it was not read")
+        return RunEntry(self.signature, self.cursor.to_state())
 
 
 def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_size: int,
@@ -91,11 +98,11 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
     """Arrow tables for `history` / `history_long` with the run's new steps (all steps after a rewind),
     as `selection` narrows them: keys, step window, last N steps."""
     selection = selection or Selection()
-    job.cursor = HistoryCursor.from_state(job.previous[1:] if job.previous else None)
+    job.cursor = HistoryCursor.from_state(job.previous.cursor if job.previous else None)
     if job.previous is None and job.history_line_count == 0:
         return  # nothing logged yet: no request
     project, window = f"{job.entity}/{job.project}", _read_window(selection, job)
-    kept: list = []
+    kept: list[Any] = []
     for batch in read_history(client, job.run_key, job.cursor, page_size, window, selection.columns(project),
                               job.history_line_count):
         selection.observe(project, batch)
@@ -120,7 +127,7 @@ def _read_window(selection: Selection, job: RunJob) -> StepWindow:
     return window
 
 
-def _history_tables(batch: Any, job: RunJob, columns: ColumnMap) -> list:
+def _history_tables(batch: Any, job: RunJob, columns: ColumnMap) -> list[Any]:
     if isinstance(batch, pa.Table):
         return named_tables(arrow_metric_tables(batch, job.run_key, columns), "history") if batch.num_rows else []
     return named_tables(metric_tables(batch, job.run_key, columns, "_step"), "history")
@@ -132,9 +139,9 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
     keys `selection` picks): the run's full stream `wandb-events.jsonl` when it has one, else W&B's
     `events` read, marked `_sampled` when it gave fewer samples than the run holds."""
     selection = selection or Selection()
-    last = job.previous[1] if job.previous else None
+    last = EventsCursor.from_state(job.previous.cursor if job.previous else None).last_timestamp
     rows, job.sampled = read_events(client, job.run_key, last, job.events_url, job.events_line_count)
-    job.cursor = _EventCursor(max((r["_timestamp"] for r in rows), default=last))
+    job.cursor = EventsCursor(max((r["_timestamp"] for r in rows), default=last))
     selection.observe(f"{job.entity}/{job.project}", rows)
     rows = selection.apply(rows)
     if rows:
@@ -144,15 +151,7 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
         yield from named_tables((wide, long), "system_metrics")
 
 
-@dataclass
-class _EventCursor:
-    last_timestamp: float | None
-
-    def to_state(self) -> list:
-        return [self.last_timestamp]
-
-
-def _keys_not_null(table: pa.Table, keys: tuple) -> pa.Table:
+def _keys_not_null(table: pa.Table, keys: tuple[Any, ...]) -> pa.Table:
     """Key columns are declared NOT NULL in the schema; say so in the Arrow schema too (no copy)."""
     fields = [f.with_nullable(False) if f.name in keys else f for f in table.schema]
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
@@ -189,9 +188,11 @@ class TableBatches:
         return table_item(table, merged)
 
 
-def _tombstones(pipeline: Any, job: RunJob, table: str, index: str, window: StepWindow) -> list:
+def _tombstones(pipeline: Any, job: RunJob, table: str, index: str, window: StepWindow) -> list[Any]:
     """Rows to hard-delete: steps the destination holds that the rewound run no longer has (inside the
     step window only: steps outside it were not read)."""
+    if not isinstance(job.cursor, HistoryCursor):
+        raise TypeError(f"run {job.key}: tombstones need a history cursor")
     seen = job.cursor.steps_seen
     low, high = window.min_step or 0, window.max_step if window.max_step is not None else float("inf")
     held = {r[index] for r in run_rows(pipeline, table, job.run_key, index)}

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .exceptions import AuthenticationError, ConfigurationError
+from ..exceptions import AuthenticationError, ConfigurationError
 
 DEFAULT_BASE_URL = "https://api.forge.coreweave.com"  # wandb.sdk.lib.urls.DEFAULT_BASE_URL in 0.31
 FORGE_API_PATH, FORGE_APP_PATH = "/api/wandb", "/wandb"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .settings import RUN_KEY
-from .transform import json_or_text, json_value, parse_time
+from ..settings import RUN_KEY
+from .values import json_or_text, json_value, parse_time
 
 METADATA_FILE = "wandb-metadata.json"
 EVENTS_FILE = "wandb-events.jsonl"  # the SDK's system-metrics stream, one JSON object per sample
@@ -20,13 +20,13 @@ _GOALS = {1: "minimize", 2: "maximize"}
 _HIDDEN = 2
 
 
-def metadata_row(run_key: tuple, metadata: Any) -> Optional[dict]:
+def metadata_row(run_key: tuple[Any, ...], metadata: Any) -> Optional[dict[str, Any]]:
     """`wandb-metadata.json` → one `run_metadata` row: top-level fields as columns (host, os, python,
     program, gpu, gpu_count, ...), one level of objects flattened (`git` → `git_remote`, `git_commit`),
     lists and deeper objects as JSON. None when the file is not a JSON object."""
     if not isinstance(metadata, dict):
         return None
-    row: dict = dict(zip(RUN_KEY, run_key))
+    row: dict[str, Any] = dict(zip(RUN_KEY, run_key))
     for key, value in metadata.items():
         if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
             for inner, item in value.items():
@@ -45,7 +45,7 @@ def _column(key: str) -> str:
     return f"metadata_{name}" if name in RUN_KEY or name.startswith("_dlt") else name
 
 
-def artifact_rows(run_key: tuple, direction: str, nodes: list[dict]) -> list[dict]:
+def artifact_rows(run_key: tuple[Any, ...], direction: str, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Artifact versions a run logged (`direction` "output") or used ("input"), one row each, keyed by
     the run, the direction and the artifact version's id."""
     rows = []
@@ -65,7 +65,7 @@ def artifact_rows(run_key: tuple, direction: str, nodes: list[dict]) -> list[dic
     return rows
 
 
-def metric_axes_rows(run_key: tuple, wandb_config: Any) -> list[dict]:
+def metric_axes_rows(run_key: tuple[Any, ...], wandb_config: Any) -> list[dict[str, Any]]:
     """`define_metric` definitions from config `_wandb.m` → one `metric_axes` row per metric: which
     metric it is plotted against (`step_metric`), its summary (min/max/...), goal and hidden flag."""
     metrics = wandb_config.get("m") if isinstance(wandb_config, dict) else None
@@ -78,12 +78,12 @@ def metric_axes_rows(run_key: tuple, wandb_config: Any) -> list[dict]:
         rows.append({**dict(zip(RUN_KEY, run_key)), "metric": record.get(_NAME) or record.get(_GLOB),
                      "is_glob": not record.get(_NAME), "step_metric": _step_metric(record, metrics),
                      "summary": json_value([_SUMMARIES.get(n, str(n)) for n in record.get(_SUMMARY) or []]),
-                     "goal": _GOALS.get(record.get(_GOAL)),
+                     "goal": _GOALS.get(record.get(_GOAL, 0)),
                      "hidden": _HIDDEN in (record.get(_OPTIONS) or [])})
     return rows
 
 
-def _step_metric(record: dict, metrics: list) -> Optional[str]:
+def _step_metric(record: dict[str, Any], metrics: list[Any]) -> Optional[str]:
     if record.get(_STEP_METRIC):
         return record[_STEP_METRIC]
     index = record.get(_STEP_INDEX)  # 1-based position of the step metric's own record

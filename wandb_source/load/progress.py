@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from . import settings
+from .. import settings
 
 logger = logging.getLogger("wandb_source.progress")
 

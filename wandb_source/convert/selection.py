@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 ALWAYS_KEPT = ("_step", "_timestamp", "_runtime")
 
 
-def _glob_regex(pattern: str) -> re.Pattern:
+def _glob_regex(pattern: str) -> re.Pattern[str]:
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -55,13 +56,13 @@ def _glob_regex(pattern: str) -> re.Pattern:
 class KeySelection:
     """Include/exclude globs for one table's keys (`what` names the setting, for messages)."""
 
-    include: tuple = ()
-    exclude: tuple = ()
+    include: tuple[Any, ...] = ()
+    exclude: tuple[Any, ...] = ()
     what: str = "history"
-    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
-    def of(cls, include: Any, exclude: Any, what: str) -> "KeySelection":
+    def of(cls, include: Any, exclude: Any, what: str) -> KeySelection:
         inc = _patterns(include, f"{what}_include")
         exc = _patterns(exclude, f"{what}_exclude")
         return cls(tuple(p for p in inc if not p.startswith("!")),
@@ -85,7 +86,7 @@ class KeySelection:
         keys = list(keys)
         return [p for p in (*self.include, *self.exclude) if not any(_glob_regex(p).match(k) for k in keys)]
 
-    def rows(self, rows: list[dict]) -> list[dict]:
+    def rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows projected on the selected keys; rows left with no selected key are dropped."""
         if not self.active:
             return rows
@@ -131,7 +132,7 @@ class StepWindow:
     last_steps: Optional[int] = None
 
     @classmethod
-    def of(cls, min_step: Any, max_step: Any, last_steps: Any) -> "StepWindow":
+    def of(cls, min_step: Any, max_step: Any, last_steps: Any) -> StepWindow:
         for name, value in (("min_step", min_step), ("max_step", max_step), ("last_steps", last_steps)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ConfigurationError(f"`{name}` must be a whole number ≥ 0, got {value!r}")
@@ -156,7 +157,7 @@ class StepWindow:
             return table
         return table.filter(pc.less_equal(table["_step"], self.max_step))
 
-    def rows(self, rows: list[dict]) -> list[dict]:
+    def rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.max_step is None:
             return rows
         return [r for r in rows if r["_step"] <= self.max_step]
@@ -169,7 +170,7 @@ class Selection:
 
     keys: KeySelection = field(default_factory=KeySelection)
     window: StepWindow = field(default_factory=StepWindow)
-    seen: dict = field(default_factory=dict)  # "entity/project" -> keys seen in fetched rows
+    seen: dict[str, Any] = field(default_factory=dict)  # "entity/project" -> keys seen in fetched rows
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def observe(self, project: str, batch: Any) -> None:
@@ -205,12 +206,12 @@ class Selection:
                                 f"{', ...' if len(keys) > 8 else ''}")
         return messages
 
-    def fingerprint(self) -> list:
+    def fingerprint(self) -> list[Any]:
         return [list(self.keys.include), list(self.keys.exclude), self.window.min_step, self.window.max_step,
                 self.window.last_steps]
 
 
-def last_rows(batches: list, n: int) -> list:
+def last_rows(batches: list[Any], n: int) -> list[Any]:
     """The last `n` rows of consecutive batches (Arrow tables or row lists), as batches."""
     out, total = [], 0
     for batch in reversed(batches):

@@ -1,42 +1,43 @@
 """Load W&B run logs (`run-<id>.wandb`) from a directory: no server, no API key.
 
-    from wandb_source.offline import wandb_offline_source
+    from wandb_source import wandb_offline_source
     pipeline.run(wandb_offline_source("./wandb"))
 
-Every log under `offline_dir` (recursively; online and offline runs alike) becomes the same rows as the
-online path: `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history` (+ `history_long`),
-`system_metrics`, `run_metadata` (from the log's environment record), `metric_columns`. Artifacts are
-not in the log in a form that names them as the server does: not loaded from logs. Entity and project are the ones recorded in the log, or `entity` / `project` when
-given (a run logged offline without them has none). One resource, `history`, sends all tables. Its
-state holds per log (path) the size and mtime last read, per run the last step loaded, and for a log
-without an exit record (a run still going) a checkpoint: the byte offset read up to and what the
-records before it said. A second load skips unchanged logs and reads a grown log from its offset.
-Logs are parsed in `max_workers` processes (one per CPU by default) when there is enough to read. A log being written or cut by a
-crash loads up to its last intact record; a corrupt record (CRC mismatch) is reported with the file
-and offset, and nothing after it is loaded.
-"""
+Every log under `offline_dir` (recursively; online and offline runs alike) becomes the same rows as the online
+path: `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history` (+ `history_long`), `system_metrics`,
+`run_metadata` (from the log's environment record), `metric_columns`. Artifacts are not in the log in a form
+that names them as the server does: not loaded from logs. Entity and project are the ones recorded in the log,
+or `entity` / `project` when given (a run logged offline without them has none). One resource, `history`,
+sends all tables. Its state holds per log (path) the size and mtime last read, per run the last step loaded,
+and for a log without an exit record (a run still going) a checkpoint: the byte offset read up to and what the
+records before it said. A second load skips unchanged logs and reads a grown log from its offset. Logs are
+parsed in `max_workers` processes (one per CPU by default) when there is enough to read. A log being written
+or cut by a crash loads up to its last intact record; a corrupt record (CRC mismatch) is reported with the
+file and offset, and nothing after it is loaded."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import re
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import dlt
 from dlt.common import logger
 
-from . import settings
-from .exceptions import ConfigurationError
-from .jobs import named_tables, run_tables, table_item
-from .logged_run import RunLog, combine, end_message, parse_log
-from .run_objects import metadata_row
-from .runlog import RunLogError
-from .selection import KeySelection, Selection, StepWindow
-from .transform import ColumnMap, metric_tables
+from .. import settings
+from ..convert.columns import ColumnMap
+from ..convert.metrics import metric_tables
+from ..convert.run_objects import metadata_row
+from ..convert.selection import KeySelection, Selection, StepWindow
+from ..exceptions import ConfigurationError
+from ..load.jobs import named_tables, run_tables, table_item
+from .records import RunLogError
+from .run_log import RunLog, combine, end_message, parse_log
 
 
 @dlt.source(name="wandb", max_table_nesting=0)
@@ -69,9 +70,9 @@ class LogReader:
     project: Optional[str]
     workers: int
 
-    def parse(self, paths: list[Path], checkpoints: dict) -> list:
+    def parse(self, paths: list[Path], checkpoints: dict[str, Any]) -> list[Any]:
         """Each log of one run (by file name), or the reason it is not a run log."""
-        out: list = []
+        out: list[Any] = []
         for path in paths:
             try:
                 out.append(parse_log(path, self.entity, self.project, checkpoints.get(str(path))))
@@ -117,7 +118,7 @@ def _logs_resource(root: Path, reader: LogReader, max_columns: int, selections: 
 _RUN_ID = re.compile(r"run-(.+)\.wandb$")
 
 
-def _changed_groups(root: Path, seen: dict) -> list[dict[Path, list[int]]]:
+def _changed_groups(root: Path, seen: dict[str, Any]) -> list[dict[Path, list[int]]]:
     """The logs to read, grouped by the run id in their file name (a resumed run writes one log per
     session), each with [size, mtime_ns] taken before reading: a group is read when one of its logs is
     new or changed. Stat first, read after — a log that grows meanwhile is read again next time."""
@@ -129,12 +130,13 @@ def _changed_groups(root: Path, seen: dict) -> list[dict[Path, list[int]]]:
     return [g for g in groups.values() if any((seen.get(str(p)) or [])[:2] != s for p, s in g.items())]
 
 
-def _parsed_groups(groups: list[dict], reader: LogReader, checkpoints: dict) -> Iterator[tuple[dict, list[RunLog]]]:
+def _parsed_groups(groups: list[dict[Path, list[int]]], reader: LogReader,
+                   checkpoints: dict[str, Any]) -> Iterator[tuple[dict[Path, list[int]], list[RunLog]]]:
     """Each group with its parsed logs, in order; in worker processes when there is enough to read."""
     size = sum(s[0] for g in groups for s in g.values())
     workers = min(reader.workers, len(groups)) if size >= settings.PARALLEL_PARSE_MIN_BYTES else 1
     with _executor(workers) as pool:
-        window: list[tuple[dict, Future]] = []
+        window: list[tuple[dict[Path, list[int]], Future[Any]]] = []
         for group in groups:
             window.append((group, pool.submit(reader.parse, list(group), _picked(checkpoints, group))))
             if len(window) > 2 * workers:  # parse ahead, but hold few parsed runs in memory
@@ -143,11 +145,11 @@ def _parsed_groups(groups: list[dict], reader: LogReader, checkpoints: dict) -> 
             yield _done(*window.pop(0))
 
 
-def _picked(checkpoints: dict, group: dict) -> dict:
+def _picked(checkpoints: dict[str, Any], group: dict[Path, list[int]]) -> dict[str, Any]:
     return {str(p): checkpoints[str(p)] for p in group if str(p) in checkpoints}
 
 
-def _done(group: dict, future: Future) -> tuple[dict, list[RunLog]]:
+def _done(group: dict[Path, list[int]], future: Future[Any]) -> tuple[dict[Path, list[int]], list[RunLog]]:
     logs = []
     for log in future.result():
         if isinstance(log, str):
@@ -171,8 +173,8 @@ def _executor(workers: int) -> Executor:
 class _InlineExecutor(Executor):
     """Runs each call at once, in this process (one worker, or no fork)."""
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
         future.set_result(fn(*args, **kwargs))
         return future
 
@@ -206,6 +208,6 @@ def _log_tables(log: RunLog, last_step: Optional[int], columns: tuple[ColumnMap,
             yield table_item(name, arrow)
 
 
-def _selected(selection: Selection, log: RunLog, rows: list[dict]) -> list[dict]:
+def _selected(selection: Selection, log: RunLog, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     selection.observe(f"{log.entity}/{log.project}", rows)
     return selection.apply(rows)

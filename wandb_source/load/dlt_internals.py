@@ -1,6 +1,13 @@
-"""Repairs of dlt's working folder and staging tables after the pipeline process was killed
-(SIGKILL, OOM killer) — states that make dlt fail every later run or duplicate rows, all found by
-tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
+"""Every use of dlt's internals, in one module, checked against the dlt versions it was tested on
+(`TESTED_DLT`: a warning names any other). What reaches past dlt's public API, and why:
+
+- `active_pipeline`: the pipeline running an extract (dlt's context container), to read back a run's
+  loaded rows (deletions, tombstones after a rewind).
+- `delta_table`: a Delta table of the filesystem destination, read with deltalake (no DuckDB extension).
+- `set_duckdb_global_config`: DuckDB settings through dlt's configuration environment.
+- The repairs of dlt's working folder and staging tables after the pipeline process was killed
+  (SIGKILL, OOM killer) — states that make dlt fail every later run or duplicate rows, all found by
+  tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
 
 - `repair_interrupted_normalize`: dlt commits a normalized package by renaming `load/new/<id>` to
   `load/normalized/<id>`, then deleting `normalize/extracted/<id>` ("do not kill this process");
@@ -14,11 +21,64 @@ tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
 
 from __future__ import annotations
 
+import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
+import dlt
 from dlt.common import logger
+
+TESTED_DLT = ((1, 31), (2, 0))  # this module's internals were checked on dlt >= 1.31, < 2
+
+
+def dlt_version(text: str | None = None) -> tuple[int, int]:
+    major, minor = (text or dlt.__version__).split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def check_dlt_version(text: str | None = None) -> bool:
+    """True when the installed dlt is one this module was tested on; else one warning that says so."""
+    low, high = TESTED_DLT
+    if low <= dlt_version(text) < high:
+        return True
+    warnings.warn(f"wandb_source reaches into dlt internals tested on dlt >={low[0]}.{low[1]},<{high[0]}; "
+                  f"dlt {text or dlt.__version__} is installed: crash repair and read-back may not work",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
+check_dlt_version()
+
+
+def active_pipeline() -> Any:
+    """The pipeline running this extract, or None when the source runs stand-alone.
+
+    Call it on the extract thread: worker threads have no active pipeline (dlt would make a new one)."""
+    try:
+        from dlt.common.configuration.container import Container
+        from dlt.common.pipeline import PipelineContext
+
+        context = Container()[PipelineContext]
+        return context.pipeline() if context.is_active() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def delta_table(pipeline: Any, table: str) -> Any:
+    """The `deltalake.DeltaTable` of `table` on the filesystem destination (raises when there is none)."""
+    from dlt.common.libs.deltalake import get_delta_tables
+
+    return get_delta_tables(pipeline, table)[table]
+
+
+DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
+
+
+def set_duckdb_global_config(config: str) -> None:
+    """DuckDB settings (JSON) for the loads that follow, through dlt's configuration environment."""
+    os.environ[DUCKDB_GLOBAL_CONFIG] = config
 
 
 def repair_interrupted_normalize(pipeline: Any) -> list[str]:

@@ -6,11 +6,10 @@ the first/middle/last piece of one split across blocks; the CRC (zlib's CRC-32) 
 and the payload. A block tail shorter than a chunk header is padding, as are zero-filled chunks.
 Each record is a `wandb.proto.wandb_internal_pb2.Record`.
 
-`read_records(path, offset)` yields `(Record, end_offset)` from `offset` (0 = from the
-header, or where an earlier read ended), so a later load resumes where the last one stopped.
-It stops at the last intact record: a log still being written, or cut by a crash, ends in a partial chunk (`LogEnd.truncated`); a chunk whose
-CRC does not match ends the read at that offset (`LogEnd.corrupt`) — nothing after it is guessed.
-"""
+`read_records(path, offset)` yields `(Record, end_offset)` from `offset` (0 = from the header, or where an
+earlier read ended), so a later load resumes where the last one stopped. It stops at the last intact record: a
+log still being written, or cut by a crash, ends in a partial chunk (`LogEnd.truncated`); a chunk whose CRC
+does not match ends the read at that offset (`LogEnd.corrupt`) — nothing after it is guessed."""
 
 from __future__ import annotations
 
@@ -18,9 +17,9 @@ import mmap
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 BLOCK_SIZE = 32 * 1024
@@ -51,7 +50,7 @@ def read_records(path: str | Path, offset: int = 0, end: LogEnd | None = None) -
             return  # just created: nothing written yet
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:  # a resumed read touches only the new part
             for payload, stop in _payloads(data, offset, end):
-                record = wandb_internal_pb2.Record()
+                record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
                 record.ParseFromString(payload)
                 yield record, stop
 

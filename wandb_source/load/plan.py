@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from . import settings
-from .transform import change_signature
+from .. import settings
+from ..convert.runs import change_signature
+from ..state import HistoryCursor, RunEntry, history_cursors, loaded_signatures, metadata_loaded
 
 
 @dataclass
@@ -28,19 +29,20 @@ class ProjectPlan:
         return f"{self.entity}/{self.project}"
 
 
-def plan_load(source: Any, state: dict, history_page_size: int = settings.HISTORY_PAGE_SIZE) -> list[ProjectPlan]:
-    """Plans of every project of `source` (a `wandb_source`), given the pipeline's source state."""
-    resources = state.get("resources", {})
-    loaded_runs = resources.get("runs", {}).get("updated_at", {})
-    cursors = resources.get("history", {}).get("runs", {})
-    metadata = resources.get("run_metadata", {}).get("loaded", {})
+def plan_load(source: Any, pipeline_state: dict[str, Any],
+              history_page_size: int = settings.HISTORY_PAGE_SIZE) -> list[ProjectPlan]:
+    """Plans of every project of `source` (a `wandb_source`), given the pipeline's state (`pipeline.state`)."""
+    loaded_runs = loaded_signatures(pipeline_state)
+    cursors = history_cursors(pipeline_state)
+    metadata = metadata_loaded(pipeline_state)
     selected = set(source.selected_resources)
     (listing,) = list(source.resources["runs_listing"])
     return [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
             for page in listing["projects"]]
 
 
-def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selected: set, page_size: int) -> ProjectPlan:
+def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[str, RunEntry], metadata: set[str],
+                  selected: set[Any], page_size: int) -> ProjectPlan:
     plan = ProjectPlan(page["entity"], page["project"], runs=len(page["runs"]))
     # viewer and server probe, projects, sweeps, listing
     plan.requests = 4 + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)
@@ -49,7 +51,7 @@ def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selec
         key = f"{page['entity']}/{page['project']}/{node['name']}"
         if key not in loaded:
             plan.new += 1
-        elif _previous(loaded[key]) != change_signature(node):
+        elif loaded[key] != change_signature(node):
             plan.changed += 1
         else:
             continue
@@ -70,12 +72,7 @@ def _project_plan(page: dict, loaded: dict, cursors: dict, metadata: dict, selec
     return plan
 
 
-def _previous(value: Any) -> Any:
-    return value[0] if isinstance(value, list) else value
-
-
-def _steps_to_fetch(node: dict, cursor: Any) -> int:
+def _steps_to_fetch(node: dict[str, Any], entry: Optional[RunEntry]) -> int:
     count = node.get("historyLineCount") or 0
-    if not cursor or len(cursor) < 2 or cursor[1] is None:
-        return count
-    return max(0, count - (cursor[1] + 1))  # steps past the last one loaded, if steps count from 0
+    last_step = HistoryCursor.from_state(entry.cursor).last_step if entry else -1
+    return count if last_step < 0 else max(0, count - (last_step + 1))  # steps past the last one, if from 0

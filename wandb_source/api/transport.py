@@ -1,0 +1,261 @@
+"""How requests reach W&B: one session, the public client's headers, retries by HTTP status, rate limits.
+
+- `POST {base_url}/graphql`, Basic auth `api:<key>`, the headers of the SDK's public client
+  (`User-Agent: W&B Public Client <version>`, `Use-Admin-Privileges: true`), strict JSON.
+- Retries go by HTTP status, as wandb-core's (every status but 400 401 403 404 409 410 413 422 501, and
+  connection faults); `Retry-After` in seconds or as an HTTP date. GraphQL `errors` on HTTP 200 fail at
+  once unless the server marks them transient (`extensions.code`).
+- 429 and an exhausted `RateLimit-Remaining` close a gate every worker waits at.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import random
+import threading
+import time
+from importlib import metadata
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from dlt.common import logger
+from requests.adapters import HTTPAdapter
+
+from .. import settings
+from ..exceptions import AuthenticationError, ConfigurationError, FilterRejectedError, ServerError
+
+PERMANENT_STATUSES = {400, 401, 403, 404, 409, 410, 413, 422, 501}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+TRANSIENT_CODES = {"UNAVAILABLE", "TIMEOUT", "DEADLINE_EXCEEDED", "RATE_LIMITED", "TOO_MANY_REQUESTS",
+                   "SERVICE_UNAVAILABLE", "TRANSIENT"}
+
+
+class RateGate:
+    """Shared by all threads: after a 429 or an exhausted window, nobody sends until it reopens."""
+
+    def __init__(self) -> None:
+        self._open_at = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                delay = self._open_at - time.monotonic()
+            if delay <= 0:
+                return
+            time.sleep(min(delay, 1.0))
+
+    def close_for(self, seconds: float) -> None:
+        with self._lock:
+            self._open_at = max(self._open_at, time.monotonic() + seconds)
+
+
+class Transport:
+    """A thread-safe session to W&B: headers, GraphQL posts and downloads, bounded rate-limit-aware retries."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = settings.REQUEST_TIMEOUT_SECONDS,
+                 max_retries: int = settings.MAX_RETRIES, backoff: float = settings.BACKOFF_SECONDS,
+                 max_backoff: float = settings.MAX_BACKOFF_SECONDS, pool_size: int = settings.MAX_WORKERS,
+                 allow_insecure_http: bool = False, use_admin_privileges: bool = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        check_transport(self.base_url, allow_insecure_http)
+        self.timeout, self.max_retries = timeout, max_retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.gate = RateGate()
+        self.requests_made = 0
+        self._session = requests.Session()
+        self._session.mount("http://", HTTPAdapter(pool_maxsize=pool_size + 4))
+        self._session.mount("https://", HTTPAdapter(pool_maxsize=pool_size + 4))
+        token = base64.b64encode(f"api:{api_key}".encode()).decode()
+        self._session.headers.update({"Authorization": f"Basic {token}", "User-Agent": user_agent()})
+        if use_admin_privileges:  # as the SDK's public API sends it (apis/public/api.py)
+            self._session.headers["Use-Admin-Privileges"] = "true"
+
+    # -- transport -------------------------------------------------------------------------
+    def query(self, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run a GraphQL document and return its `data`; retries what is worth retrying."""
+        variables = variables or {}
+        body = json.dumps({"query": document, "variables": variables, "operationName": None}, allow_nan=False)
+        filtered = variables.get("filters") is not None
+        return self._with_retries(lambda: self._post_graphql(body, filtered), _operation(document))
+
+    def download(self, url: str) -> bytes:
+        """GET a file (parquet export, run file); the key is sent only to the W&B host itself."""
+        return self._with_retries(lambda: self._get(url), "download")
+
+    def _with_retries(self, call: Any, operation: str) -> Any:
+        attempt = 0
+        while True:
+            self.gate.wait()
+            try:
+                return call()
+            except _Retryable as e:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise ServerError(
+                        f"W&B kept failing on {operation} after {self.max_retries} retries ({e}). "
+                        f"Check {self.base_url} is reachable, or raise `max_retries` in [sources.wandb]."
+                    ) from None
+                if e.retry_after is not None:
+                    wait = e.retry_after
+                    self.gate.close_for(wait)  # every worker waits, not only this one (gate.wait above)
+                else:
+                    wait = self._backoff(attempt)
+                logger.warning("W&B %s failed (%s); retry %d/%d in %.1fs", operation, e, attempt,
+                               self.max_retries, wait)
+                if e.retry_after is None:
+                    time.sleep(wait)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return base * (0.5 + random.random() / 2)
+
+    def _post_graphql(self, body: str, filtered: bool = False) -> dict[str, Any]:
+        response = self._send("POST", f"{self.base_url}/graphql", data=body,
+                              headers={"Content-Type": "application/json"})
+        try:
+            payload = json.loads(response.content)  # stdlib: 2x faster than requests' simplejson here
+        except ValueError:
+            raise _Retryable(f"HTTP {response.status_code} with a body that is not JSON") from None
+        if not isinstance(payload, dict):
+            raise _Retryable("a JSON body that is not an object")
+        if payload.get("errors"):
+            _raise_graphql_errors(payload["errors"], filtered)
+        return payload.get("data") or {}
+
+    def _get(self, url: str) -> bytes:
+        same_host = urlparse(url).netloc == urlparse(self.base_url).netloc
+        headers = None if same_host else {"Authorization": None}  # never leak the key elsewhere
+        response = self._send("GET", url, headers=headers)
+        if response.status_code >= 400:  # a JSON error body is not the file
+            raise ServerError(f"W&B answered HTTP {response.status_code} for {url}: {response.text[:200]}")
+        return response.content
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.requests_made += 1
+        try:
+            response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+            _ = response.content  # read the whole body now: a truncated one raises here
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Retryable(type(e).__name__) from None
+        self._note_rate_headers(response)
+        if response.status_code == 429:
+            raise _Retryable("HTTP 429", _retry_after(response))
+        if response.status_code in (401, 403):
+            raise AuthenticationError(
+                f"W&B at {self.base_url} did not accept the API key (HTTP {response.status_code}). Set a valid key "
+                "as `api_key` in .dlt/secrets.toml [sources.wandb], or WANDB_API_KEY, or run `wandb login`."
+            )
+        if response.status_code in PERMANENT_STATUSES:
+            if _is_graphql_body(response):
+                return response  # its `errors` say what is wrong
+            raise ServerError(f"W&B answered HTTP {response.status_code} for {url}: {response.text[:200]}")
+        if response.status_code >= 400:  # wandb-core retries every other failure status
+            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+        return response
+
+    def _note_rate_headers(self, response: requests.Response) -> None:
+        remaining = response.headers.get("RateLimit-Remaining")
+        reset = response.headers.get("RateLimit-Reset")
+        if remaining is not None and reset is not None:
+            try:
+                if int(float(remaining)) <= 0:
+                    self.gate.close_for(float(reset))
+            except ValueError:
+                pass
+
+
+def user_agent() -> str:
+    """The SDK's public client's User-Agent (the backend gates admin access on it), naming this package."""
+    return f"W&B Public Client {_version('wandb', settings.MIRRORED_SDK_VERSION)} wandb-source/{_version('wandb-source', '0')}"
+
+
+def _version(package: str, default: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return default
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait: `Retry-After` (seconds or an HTTP date, as wandb-core reads it), else
+    `RateLimit-Reset` (seconds)."""
+    for header in ("Retry-After", "RateLimit-Reset"):
+        value = response.headers.get(header)
+        if value:
+            seconds = parse_retry_after(value)
+            if seconds is not None:
+                return seconds
+    return None
+
+
+def parse_retry_after(value: str) -> float | None:
+    """`120` or `Wed, 21 Oct 2026 07:28:00 GMT` → seconds from now (never negative); None if neither."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_graphql_body(response: requests.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict) and "errors" in response.json()
+    except ValueError:
+        return False
+
+
+AUTH_WORDS = ("not logged in", "permission", "unauthorized", "relogin", "api key")
+
+
+def _raise_graphql_errors(errors: list[Any], filtered: bool = False) -> None:
+    """GraphQL `errors` on HTTP 200: permanent (wandb-core never retries on them alone), unless the
+    server marks them transient with `extensions.code`."""
+    messages = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
+    codes = {str((e.get("extensions") or {}).get("code", "")).upper() for e in errors if isinstance(e, dict)}
+    lowered = messages.lower()
+    if codes & TRANSIENT_CODES:
+        raise _Retryable(f"GraphQL errors marked transient: {messages}")
+    if any(word in lowered for word in AUTH_WORDS):
+        raise AuthenticationError(f"W&B refused the request: {messages}. Check the API key and what its user "
+                                  "may see (`api_key` in .dlt/secrets.toml [sources.wandb], or WANDB_API_KEY).")
+    if filtered and "filter" in lowered:
+        raise FilterRejectedError(f"W&B rejected the run filter: {messages}. Fix `filters` in [sources.wandb] "
+                                  "(W&B's Mongo-style syntax, e.g. {\"state\": \"finished\"}).")
+    if "cannot query field" in lowered or "unknown argument" in lowered or "syntax error" in lowered:
+        raise ServerError(f"this W&B server does not support a query wandb_source needs: {messages}")
+    raise ServerError(f"W&B answered with an error: {messages}")
+
+
+def _operation(document: str) -> str:
+    words = document.split(None, 2)
+    return words[1].split("(")[0] if len(words) > 1 else "query"
+
+
+def check_transport(base_url: str, allow_insecure_http: bool) -> None:
+    """Refuse to send the key in clear text to anything but loopback unless explicitly allowed."""
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL; set `base_url` in [sources.wandb] "
+                                 "or WANDB_BASE_URL to e.g. https://api.wandb.ai")
+    if parsed.scheme == "http" and parsed.hostname not in LOOPBACK_HOSTS and not allow_insecure_http:
+        raise ConfigurationError(
+            f"refusing to send the W&B API key over plain http to {parsed.hostname}. Use https, or set "
+            "`allow_insecure_http = true` in [sources.wandb] (SOURCES__WANDB__ALLOW_INSECURE_HTTP=true) "
+            "if this network is trusted."
+        )
+
