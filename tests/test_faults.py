@@ -95,3 +95,23 @@ def test_one_failing_run_does_not_cost_the_project(tmp_path, emulator):
     load(pipeline, emulator, **FAST)
     assert_history_equals_emulator(pipeline, emulator)
     assert not failed_runs(pipeline.state)
+
+
+def test_requests_per_minute_keeps_a_load_under_the_servers_limit(tmp_path, make_emulator):
+    """Without the cap the demo load against 10 requests/s draws about 25 answers 429; with 540 a minute, none."""
+    emu = make_emulator(rate_limit=10)
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu, requests_per_minute=540, **FAST)
+    assert_history_equals_emulator(pipeline, emu)
+    statuses = [r.status for r in emu.faults.requests()]
+    assert 429 not in statuses and len(statuses) > 50
+    arrivals = sorted(r.at for r in emu.faults.requests())
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * 60 / 540 * 0.95
+
+
+@pytest.mark.parametrize("value", [0, -5, "fast", True])
+def test_a_bad_requests_per_minute_says_how_to_fix_it(emulator, value):
+    from wandb_source import ConfigurationError, wandb_source
+
+    with pytest.raises(ConfigurationError, match="requests_per_minute"):
+        wandb_source(entity="emulator", base_url=emulator.url, api_key=emulator.api_key, requests_per_minute=value)

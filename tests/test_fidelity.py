@@ -220,3 +220,18 @@ def test_a_server_that_refuses_introspection_is_asked_for_every_field(tmp_path, 
     load(pipeline, emu)
     assert_history_equals_emulator(pipeline, emu)
     assert rows(pipeline, "sweeps")[0]["display_name"]
+
+
+def test_a_run_without_samples_costs_no_system_metrics_request(tmp_path, make_emulator):
+    emu = make_emulator(DatasetSpec(runs=3, steps=20))
+    quiet = list(emu.store.project(ENTITY, "demo").runs.values())[0]
+    quiet.events = []
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu)
+    assert_history_equals_emulator(pipeline, emu)
+    asked = [r for r in emu.faults.requests() if r.operation in ("RunEvents", "file")
+             and quiet.name in (r.variables.get("run") or r.variables.get("path") or "")
+             and "metadata" not in (r.variables.get("path") or "")]
+    assert asked == []
+    lookups = [r.request[2].decode() for r in emu.faults.requests("Runs") if r.request and b"wandb-events" in r.request[2]]
+    assert lookups and all(quiet.name not in body for body in lookups)

@@ -77,6 +77,7 @@ def wandb_source(
     system_metrics_include: Optional[Sequence[str]] = None,
     system_metrics_exclude: Optional[Sequence[str]] = None,
     use_admin_privileges: bool = True,
+    requests_per_minute: Optional[float] = None,
 ) -> Sequence[DltResource]:
     """Loads W&B data of `entity` (all its projects, or `projects`).
 
@@ -107,6 +108,9 @@ def wandb_source(
         system_metrics_exclude: glob patterns of system-metric keys not to load.
         use_admin_privileges: send `Use-Admin-Privileges: true` as `wandb.Api()` does (an admin then sees
             what `wandb.Api()` shows them); false to read with the user's own view.
+        requests_per_minute: at most this many requests a minute, spread evenly over every worker (W&B limits
+            reads per key; a production W&B source documents 50–200 a minute). Default: no cap; a 429 or an
+            exhausted `RateLimit-Remaining` still makes every worker wait.
 
     Returns:
         Resources `projects`, `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history`
@@ -118,7 +122,7 @@ def wandb_source(
     url = normalize_base_url(base_url) if base_url else default_base_url()
     client = WandbClient(url, resolve_api_key(api_key, url), max_retries=max_retries, backoff=backoff_seconds,
                          timeout=request_timeout, pool_size=max_workers, allow_insecure_http=allow_insecure_http,
-                         use_admin_privileges=use_admin_privileges)
+                         use_admin_privileges=use_admin_privileges, requests_per_minute=_rate(requests_per_minute))
     client.viewer()  # a key W&B does not accept fails here, in one paragraph (W&B may answer it with HTTP 200)
     entity = entity or default_entity() or _viewer_entity(client)
     projects = projects or default_projects()
@@ -157,6 +161,16 @@ def _project_list(client: WandbClient, entity: str, projects: Optional[Sequence[
             raise ConfigurationError(f"invalid project {name!r}: expected `project` or `entity/project`.")
         targets.append((parts[0], parts[1]) if len(parts) == 2 else (entity, parts[0]))
     return targets
+
+
+def _rate(requests_per_minute: Any) -> Optional[float]:
+    if requests_per_minute is None:
+        return None
+    if isinstance(requests_per_minute, bool) or not isinstance(requests_per_minute, (int, float)) \
+            or not requests_per_minute > 0:
+        raise ConfigurationError(f"`requests_per_minute` must be a number above 0, got {requests_per_minute!r}: "
+                                 "set it under [sources.wandb] (e.g. 120), or leave it out for no cap")
+    return float(requests_per_minute)
 
 
 def _viewer_entity(client: WandbClient) -> str:
@@ -351,6 +365,8 @@ def _find_events_files(client: WandbClient, jobs: list[RunJob]) -> None:
     """Each job's `wandb-events.jsonl` URL, looked up 50 runs per request."""
     by_project: dict[tuple[str, str], list[RunJob]] = {}
     for job in jobs:
+        if job.events_line_count == 0:
+            continue  # no samples: nothing to look up
         by_project.setdefault((job.entity, job.project), []).append(job)
     for (entity, project), project_jobs in by_project.items():
         for start in range(0, len(project_jobs), settings.DETAIL_BATCH_SIZE):

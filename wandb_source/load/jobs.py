@@ -140,6 +140,9 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
     `events` read, marked `_sampled` when it gave fewer samples than the run holds."""
     selection = selection or Selection()
     last = EventsCursor.from_state(job.previous.cursor if job.previous else None).last_timestamp
+    if job.events_line_count == 0:  # W&B says the run has no samples: no request
+        job.cursor, job.sampled = EventsCursor(last), False
+        return
     rows, job.sampled = read_events(client, job.run_key, last, job.events_url, job.events_line_count)
     job.cursor = EventsCursor(max((r["_timestamp"] for r in rows), default=last))
     selection.observe(f"{job.entity}/{job.project}", rows)

@@ -61,7 +61,8 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         if "history" in selected and (steps or key not in cursors):
             # parquet lookup + live windows (each lists at most page_size - 1 steps)
             plan.requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
-        plan.requests += "system_metrics" in selected  # wandb-events.jsonl download, or the events read
+        # wandb-events.jsonl download, or the events read; none for a run W&B says has no samples
+        plan.requests += "system_metrics" in selected and node.get("eventsLineCount") != 0
         plan.requests += "run_metadata" in selected and key not in metadata
     batches = math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
     # full runs, metadata file lookups, events file lookups: 50 runs per request
