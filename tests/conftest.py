@@ -26,6 +26,12 @@ os.environ.update({
 for _var in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
     os.environ.pop(_var, None)
 
+from tests import no_network  # noqa: E402
+
+# The W&B host names some tests give pure resolution functions are never connected to: any connection from
+# this process to a non-loopback address fails (tests/test_units.py checks).
+no_network.install()
+
 from tests.helpers import DESTINATIONS, drop_dataset, make_pipeline  # noqa: E402
 from tests.wandb_emulator import DatasetSpec, Emulator  # noqa: E402
 

@@ -1,4 +1,7 @@
-"""Server, app URL, netrc and settings-file resolution: every answer compared with the installed wandb SDK's."""
+"""Server, app URL, netrc and settings-file resolution: every answer compared with the installed wandb SDK's.
+
+The W&B host names below are strings given to pure functions: nothing here connects to them (tests/conftest.py
+refuses any non-loopback connection, and the subprocess below installs the same guard)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from wandb_source import ConfigurationError
 from wandb_source.api.credentials import DEFAULT_BASE_URL, app_url, default_base_url, netrc_key, normalize_base_url
 from wandb_source.api.transport import parse_retry_after
 
+ROOT = Path(__file__).resolve().parents[1]
 URLS = ["https://api.wandb.ai", "https://api.wandb.ai/", "https://api.forge.coreweave.com",
         "https://forge.coreweave.com", "https://api.qa.wandb.ai", "https://api.wandb.test",
         "https://api.mycompany.example", "https://wandb.mycompany.example", "http://127.0.0.1:8080",
@@ -68,11 +73,13 @@ def test_base_url_from_the_sdks_settings_file_as_wandb_login_host_writes_it(tmp_
     work = tmp_path / "work"
     (work / "wandb").mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_BASE_URL"} | {"WANDB_CONFIG_DIR": str(config)}
-    probe = ("import json, wandb; from wandb_source.api.credentials import default_base_url; "
+    probe = ("import tests.no_network; tests.no_network.install()\n"  # as in conftest: loopback only
+             "import json, wandb\nfrom wandb_source.api.credentials import default_base_url\n"
              "print(json.dumps([default_base_url(), wandb.setup().settings.base_url]))")
     for workspace in (None, "https://workspace.example"):
         if workspace:
             (work / "wandb" / "settings").write_text(f"[default]\nbase_url = {workspace}\n")
+        env["PYTHONPATH"] = str(ROOT)
         done = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr

@@ -117,3 +117,11 @@ def test_the_public_api_is_a_sorted_all_and_nothing_else():
     public = {name for name in vars(wandb_source) if not name.startswith("_")}
     subpackages = {"api", "convert", "exceptions", "load", "logs", "readback", "settings", "source", "state"}
     assert public - subpackages == set(wandb_source.__all__)
+
+
+def test_tests_cannot_connect_beyond_loopback():
+    """conftest.py's guard: a test that tried to reach W&B's real hosts fails instead of leaving the machine."""
+    import socket
+
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="never leave 127.0.0.1"):
+        sock.connect(("203.0.113.7", 443))  # TEST-NET-3: refused before any packet is sent

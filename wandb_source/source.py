@@ -38,7 +38,7 @@ from .api.credentials import (
 )
 from .convert.columns import ColumnMap
 from .convert.run_objects import EVENTS_FILE, METADATA_FILE, artifact_rows, metadata_row
-from .convert.runs import change_signature, project_row, sweep_row, sweeps_table
+from .convert.runs import SIGNATURE, project_row, signed, sweep_row, sweeps_table
 from .convert.selection import KeySelection, Selection, StepWindow
 from .exceptions import (
     AuthenticationError,
@@ -205,17 +205,17 @@ def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: 
         generators of a transformer's items: per-project bookkeeping (deleted runs) and one bounded
         pool of fetches both need the whole listing in one call."""
         yield {"projects": [{"entity": entity, "project": project,
-                             "runs": [run for page in client.run_pages(entity, project, filters) for run in page]}
+                             "runs": [signed(run) for page in client.run_pages(entity, project, filters) for run in page]}
                             for entity, project in targets]}
 
     return runs_listing
 
 
 def _changed(page: dict[str, Any], seen: dict[str, Any]) -> list[dict[str, Any]]:
-    """Runs of a project's listing whose change signature (`transform.change_signature`: updatedAt,
+    """Runs of a project's listing whose change signature (`convert.runs.change_signature`: updatedAt,
     heartbeatAt, state, row counts, tags, notes...) differs from what this table loaded last time."""
     return [node for node in page["runs"]
-            if signature_of(seen.get(_run_key_str(page, node["name"]))) != change_signature(node)]
+            if signature_of(seen.get(_run_key_str(page, node["name"]))) != node[SIGNATURE]]
 
 
 def _changed_rows(rows: list[dict[str, Any]], key: tuple[Any, ...], digests: dict[str, Any]) -> list[dict[str, Any]]:
@@ -260,11 +260,11 @@ def _project_runs(client: WandbClient, page: dict[str, Any], state: dict[str, An
     """The changed runs of one project's listing, fetched in full in batches of names."""
     changed = _changed(page, state)
     for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
-        names = [n["name"] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]]
-        nodes = client.runs_by_name(page["entity"], page["project"], names)
+        listed = {n["name"]: n[SIGNATURE] for n in changed[start:start + settings.DETAIL_BATCH_SIZE]}
+        nodes = client.runs_by_name(page["entity"], page["project"], list(listed))
         yield from run_tables(nodes, page["entity"], page["project"], app_url)
-        for node in nodes:
-            state[_run_key_str(page, node["name"])] = change_signature(node)
+        for node in nodes:  # the listed signature: a run that changed since is fetched again next load
+            state[_run_key_str(page, node["name"])] = listed.get(node["name"])
 
 
 def _mark_deleted(page: dict[str, Any], state: dict[str, Any], listed: set[Any]) -> Iterator[list[dict[str, Any]]]:
@@ -355,7 +355,7 @@ def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:
 
 
 def _jobs(listing: dict[str, Any], cursors: dict[str, Any]) -> list[RunJob]:
-    return [RunJob(page["entity"], page["project"], n["name"], change_signature(n),
+    return [RunJob(page["entity"], page["project"], n["name"], n[SIGNATURE],
                    RunEntry.from_state(cursors.get(_run_key_str(page, n["name"]))), n.get("historyLineCount"),
                    n.get("eventsLineCount"))
             for page in listing["projects"] for n in _changed(page, cursors)]
@@ -475,7 +475,7 @@ def _artifacts(client: WandbClient) -> DltResource:
                         for row in artifact_rows((page["entity"], page["project"], name), direction, nodes)]
                 if rows:
                     yield table_item("artifacts", rows)
-                seen.update((_run_key_str(page, n["name"]), change_signature(n)) for n in batch)
+                seen.update((_run_key_str(page, n["name"]), n[SIGNATURE]) for n in batch)
 
     return artifacts
 

@@ -25,7 +25,7 @@ fragment fieldData on __Type {{ fields {{ name }} }}"""
 # -- field lists -------------------------------------------------------------------------------
 # The SDK's LIGHTWEIGHT_RUN_FRAGMENT (apis/public/runs.py) less user/commit, plus `eventsLineCount`
 # (wandb-core's RunFragment) and `updatedAt` (selected by W&B's production clients, not the SDK:
-# optional, and never trusted alone to say a run changed — see transform.change_signature).
+# optional, and never trusted alone to say a run changed — see convert.runs.change_signature).
 LISTING_FIELDS = ("name", "displayName", "state", "createdAt", "heartbeatAt", "updatedAt", "historyLineCount",
                   "eventsLineCount", "tags", "notes", "description", "group", "jobType", "sweepName")
 # The SDK's RUN_FRAGMENT (full run objects, `lazy=False`).
@@ -58,11 +58,14 @@ RUNS = """query Runs($entity: String!, $project: String!, $cursor: String, $perP
       pageInfo { endCursor hasNextPage }
       edges { node { %(fields)s } } } } }"""
 
-# SDK `Run.files(names=[...])` (apis/public/files.py FILE_FRAGMENT), for a page of runs named by an
-# `$in` filter as the SDK's reports do (apis/public/reports.py).
+# SDK `Run.files(names=[...])` (apis/public/files.py FILE_FRAGMENT): the field and its arguments are the SDK's.
+# Nesting it under a page of runs named by an `$in` filter (as the SDK's reports name runs,
+# apis/public/reports.py) is ours: the SDK asks one `run(name:)` at a time. Kept for one request per 50 runs
+# instead of one per run; the API audit rates the nesting plausible, not confirmed.
 RUN_FILES = "name files(names: %(names)s) { edges { node { name url directUrl sizeBytes } } }"
 
-# SDK `Run.logged_artifacts()` / `Run.used_artifacts()` (RUN_OUTPUT_ARTIFACTS_GQL / RUN_INPUT_ARTIFACTS_GQL).
+# SDK `Run.logged_artifacts()` / `Run.used_artifacts()` (RUN_OUTPUT_ARTIFACTS_GQL / RUN_INPUT_ARTIFACTS_GQL);
+# nested under a page of runs as RUN_FILES is (ours), at most 100 artifact nodes a request like the SDK's page.
 RUN_ARTIFACTS = ("name outputArtifacts(first: %(first)d) { %(connection)s } "
                  "inputArtifacts(first: %(first)d) { %(connection)s }")
 MORE_ARTIFACTS = """query RunArtifacts($entity: String!, $project: String!, $run: String!, $cursor: String,

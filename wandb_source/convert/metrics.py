@@ -11,7 +11,17 @@ import pyarrow as pa
 
 from ..settings import RESERVED_HISTORY_KEYS
 from .columns import ColumnMap
-from .values import EXACT_FLOAT_INT, KEY_FIELDS, KIND_TYPES, TIMESTAMP, convert, dumps_json, parse_time, value_kind
+from .values import (
+    EXACT_FLOAT_INT,
+    KEY_FIELDS,
+    KIND_TYPES,
+    TIMESTAMP,
+    convert,
+    dumps_json,
+    float_or_none,
+    parse_time,
+    value_kind,
+)
 
 # -- history and system metrics ---------------------------------------------------------------
 
@@ -48,7 +58,7 @@ def _index_arrays(rows: list[dict[str, Any]], index_key: str) -> list[tuple[str,
         timestamps = _epoch_to_timestamp(pa.table({"t": pa.array(stamps, pa.float64())}), "t")
     else:
         timestamps = pa.array([_lenient_time(v) for v in stamps], TIMESTAMP)
-    runtimes = pa.array([_float_or_none(r.get("_runtime")) for r in rows], pa.float64())
+    runtimes = pa.array([float_or_none(r.get("_runtime")) for r in rows], pa.float64())
     if index_key == "_step":
         return [("_step", pa.array([r["_step"] for r in rows], pa.int64())),
                 ("_timestamp", timestamps), ("_runtime", runtimes)]
@@ -87,12 +97,6 @@ def _long_table(long_rows: list[tuple[Any, ...]], run_key: tuple[Any, ...], inde
         "value_bool": pa.array(by_kind["bool"], pa.bool_()),
         "value_json": pa.array([None if v is None else str(v) for v in other], pa.string()),
     })
-
-
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 def arrow_metric_tables(table: pa.Table, run_key: tuple[str, str, str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -9,8 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..settings import WANDB_INTERNAL_CONFIG_KEYS
-from .metrics import _float_or_none
-from .values import TIMESTAMP, dumps_json, json_value, loads_wandb, parse_time, value_kind
+from .values import TIMESTAMP, dumps_json, float_or_none, json_value, loads_wandb, parse_time, value_kind
 
 # What tells a run changed: no single field does on every W&B server (`updatedAt` is selected by no SDK
 # query and may not move when steps are appended, or be missing), so a run is fetched again when any moved.
@@ -18,13 +18,20 @@ CHANGE_SIGNALS = ("updatedAt", "heartbeatAt", "state", "historyLineCount", "even
                   "tags", "notes", "description", "group", "jobType", "sweepName")
 
 
+SIGNATURE = "_signature"  # where the runs listing keeps each run's change signature
+
+
 def change_signature(node: dict[str, Any]) -> str:
     """A short digest of a run's change signals (a signal the server does not give counts as null: it
     can never hide a change in the others)."""
-    import hashlib
-
     values = json.dumps([node.get(name) for name in CHANGE_SIGNALS], sort_keys=True, default=str)
     return hashlib.sha1(values.encode()).hexdigest()[:16]
+
+
+def signed(node: dict[str, Any]) -> dict[str, Any]:
+    """A listed run with its change signature, computed once per load for every resource that asks."""
+    node[SIGNATURE] = change_signature(node)
+    return node
 
 
 
@@ -38,7 +45,7 @@ def run_row(node: dict[str, Any], entity: str, project: str, app_url: str) -> di
         "entity": entity, "project": project, "run_id": node["name"], "storage_id": node.get("id"),
         "display_name": node.get("displayName"), "state": node.get("state"),
         "created_at": parse_time(node.get("createdAt")), "updated_at": parse_time(node.get("updatedAt")),
-        "heartbeat_at": parse_time(node.get("heartbeatAt")), "runtime": _float_or_none(runtime),
+        "heartbeat_at": parse_time(node.get("heartbeatAt")), "runtime": float_or_none(runtime),
         "tags": json_value(node.get("tags") or []), "group": node.get("group"), "job_type": node.get("jobType"),
         "sweep": node.get("sweepName"), "user": (node.get("user") or {}).get("username"), "host": node.get("host"),
         "commit": node.get("commit"), "notes": node.get("notes"), "description": node.get("description"),

@@ -58,6 +58,13 @@ def value_kind(value: Any) -> str | None:
     return "json"
 
 
+def float_or_none(value: Any) -> float | None:
+    """A number as a float; anything else (bools, text, null) as None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 def convert(value: Any, kind: str) -> Any:
     if kind == "number":
         return float(value)

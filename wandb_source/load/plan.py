@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import settings
-from ..convert.runs import change_signature
+from ..convert.runs import SIGNATURE
 from ..state import HistoryCursor, RunEntry, history_cursors, loaded_signatures, metadata_loaded
 
 
@@ -51,7 +51,7 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         key = f"{page['entity']}/{page['project']}/{node['name']}"
         if key not in loaded:
             plan.new += 1
-        elif loaded[key] != change_signature(node):
+        elif loaded[key] != node[SIGNATURE]:
             plan.changed += 1
         else:
             continue
