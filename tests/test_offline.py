@@ -18,7 +18,7 @@ from tests.helpers import rows
 from tests.wandb_emulator import DatasetSpec
 from wandb_source.logs.records import LogEnd, read_records
 from wandb_source.logs.source import wandb_offline_source
-from wandb_source.state import resources
+from wandb_source.state import open_logs, resources
 
 STEPS = 40
 LOGGING = f"""
@@ -124,6 +124,64 @@ def test_unchanged_logs_are_skipped_and_a_grown_log_sends_only_new_steps(tmp_pat
     pipeline.run(wandb_offline_source(str(tmp_path / "logs")))
     assert pipeline.last_trace.last_normalize_info.row_counts["history"] == STEPS - len(first)
     assert sorted(r["_step"] for r in rows(pipeline, "history")) == list(range(STEPS))
+
+
+def test_each_table_reads_the_logs_for_itself(tmp_path, run_log, monkeypatch):
+    """`with_resources` loads some tables without marking the logs read for the others, and a load reads
+    a grown log once, from the earliest checkpoint the selected tables need."""
+    import wandb_source.logs.run_log as logged_run
+
+    data, ends = run_log.read_bytes(), _record_ends(run_log)
+    folder = tmp_path / "logs" / run_log.parent.name
+    folder.mkdir(parents=True)
+    log = folder / run_log.name
+    reads: list[int] = []
+    real_read = logged_run.read_records
+    monkeypatch.setattr(logged_run, "read_records", lambda path, offset, end: reads.append(offset) or
+                        real_read(path, offset, end))
+    pipeline = pipeline_for(tmp_path)
+
+    log.write_bytes(data[:ends[len(ends) // 3]])
+    pipeline.run(wandb_offline_source(str(tmp_path / "logs")).with_resources("runs"))
+    assert "history" not in pipeline.default_schema.tables and rows(pipeline, "runs")[0]["state"] == "running"
+    (runs_offset,) = [c["offset"] for c in open_logs(pipeline.state, "runs").values()]
+
+    log.write_bytes(data[:ends[2 * len(ends) // 3]])
+    pipeline.run(wandb_offline_source(str(tmp_path / "logs")).with_resources("history"))
+    assert reads == [0, 0]  # history had read nothing: from the start
+    (history_offset,) = [c["offset"] for c in open_logs(pipeline.state, "history").values()]
+    assert history_offset > runs_offset and rows(pipeline, "runs")[0]["state"] == "running"
+
+    log.write_bytes(data)  # the run finished
+    pipeline.run(wandb_offline_source(str(tmp_path / "logs")).with_resources("runs", "history"))
+    assert reads == [0, 0, runs_offset]  # once, from the earlier of the two checkpoints
+    assert sorted(r["_step"] for r in rows(pipeline, "history")) == list(range(STEPS))  # every step once
+    assert rows(pipeline, "runs")[0]["state"] == "finished"
+    assert not open_logs(pipeline.state, "runs") and not open_logs(pipeline.state, "history")
+
+
+def test_state_of_the_one_resource_layout_is_adopted(tmp_path, run_log):
+    """State written when one resource (`history`) sent every table: upgrading reads no log again."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    shutil.copy(run_log, folder / run_log.name)
+    pipeline = pipeline_for(tmp_path)
+    pipeline.run(wandb_offline_source(str(folder)))
+    system_columns = resources(pipeline.state)["system_metrics"]["columns"]
+    assert system_columns
+    with pipeline.managed_state() as state:  # rewrite it the way the one-resource source kept it
+        kept = state["sources"]["wandb"]["resources"]
+        old = kept["history"]
+        old["system_columns"] = system_columns
+        kept.clear()
+        kept["history"] = old
+
+    pipeline.run(wandb_offline_source(str(folder)))
+    assert not pipeline.last_trace.last_normalize_info.row_counts.get("runs")  # nothing read again
+    assert not pipeline.last_trace.last_normalize_info.row_counts.get("system_metrics")
+    kept = resources(pipeline.state)
+    assert kept["system_metrics"]["columns"] == system_columns and "system_columns" not in kept["history"]
+    assert all(kept[table]["logs"] == kept["history"]["logs"] for table in ("runs", "run_metadata"))
 
 
 @pytest.mark.parametrize("cut_at", [0.3, 0.77, 0.999])

@@ -79,3 +79,36 @@ def test_dlt_versions_outside_the_tested_range_are_named_in_a_warning():
     for version in ("1.30.4", "2.0.0"):
         with pytest.warns(RuntimeWarning, match=f"dlt {version} is installed"):
             assert not check_dlt_version(version)
+
+
+def test_duckdb_memory_is_sized_for_each_load_and_the_environment_restored(tmp_path, monkeypatch):
+    """Two loads in one process, the second with a much wider table: each load's DuckDB connection gets the
+    limit of its own schema (the environment route is read per load), and nothing is left in os.environ."""
+    import dlt
+    from dlt.destinations.impl.duckdb.configuration import DuckDbConnectionPool
+
+    from wandb_source.load.destination import duckdb_memory_limit
+    from wandb_source.load.dlt_internals import DUCKDB_GLOBAL_CONFIG
+    from wandb_source.load.runner import run_load
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG, raising=False)
+    applied: list[str] = []
+    real_apply = DuckDbConnectionPool._apply_config
+
+    def spy(conn, scope, config):
+        real_apply(conn, scope, config)
+        if scope == "GLOBAL":
+            applied.append(conn.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+
+    monkeypatch.setattr(DuckDbConnectionPool, "_apply_config", staticmethod(spy))
+    pipeline = dlt.pipeline("sizing", destination=dlt.destinations.duckdb(str(tmp_path / "s.duckdb")),
+                            dataset_name="d", pipelines_dir=str(tmp_path / "pipelines"))
+    limits = []
+    for width in (5, 200):
+        applied.clear()
+        run_load(pipeline, dlt.resource([{f"c{i}": i for i in range(width)}], name=f"wide_{width}"))
+        limits.append(duckdb_memory_limit(pipeline.default_schema))
+        assert applied and DUCKDB_GLOBAL_CONFIG not in os.environ
+        value, unit = applied[-1].split()  # the load's connection, e.g. "122.0 MiB"
+        assert unit == "MiB" and abs(float(value) * 2**20 / 1e6 - int(limits[-1].removesuffix("MB"))) < 1, applied
+    assert limits == ["128MB", "606MB"]  # 200 columns + dlt's 2, 3 MB each

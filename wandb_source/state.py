@@ -15,6 +15,15 @@ of the data, and restores it from the destination when the local pipeline folder
     projects        "digests": {entity/name: digest of the row}
     sweeps          "digests": {entity/project/sweep_id: digest of the row}
 
+The offline source (`logs/source.py`) keeps, in each of `runs`, `history`, `system_metrics` and
+`run_metadata`, which versions of which logs that table has read, so a load of some tables never
+marks a log read for the others:
+
+    "logs"          {log path: [size, mtime_ns, run key]}
+    "open_logs"     {log path: checkpoint}   logs without an exit record (`logs.run_log.RunLog.checkpoint`)
+    history         also "last_step": {run key: last _step loaded}, "columns"
+    system_metrics  also "columns"
+
 A run key is `entity/project/run_id`. A change signature is `convert.runs.change_signature` of the run's
 listing: when it differs from the one stored, the run is fetched again.
 """
@@ -33,6 +42,11 @@ SAMPLED = "sampled"
 METADATA_LOADED = "loaded"
 DIGESTS = "digests"
 RUN_TABLES = ("history", "system_metrics")  # the resources that fetch run by run and may fail a run
+LOGS_READ = "logs"  # offline source
+OPEN_LOGS = "open_logs"
+LAST_STEP = "last_step"
+COLUMNS = "columns"
+LOG_TABLES = ("runs", "history", "system_metrics", "run_metadata")  # the offline source's resources
 
 
 def run_key(entity: str, project: str, run_id: str) -> str:
@@ -121,3 +135,8 @@ def history_cursors(pipeline_state: Mapping[str, Any]) -> dict[str, RunEntry]:
 
 def metadata_loaded(pipeline_state: Mapping[str, Any]) -> set[str]:
     return set(resources(pipeline_state).get("run_metadata", {}).get(METADATA_LOADED, {}))
+
+
+def open_logs(pipeline_state: Mapping[str, Any], table: str = "history") -> dict[str, Any]:
+    """{log path: checkpoint} of the run logs `table` has read up to a checkpoint (offline source)."""
+    return dict(resources(pipeline_state).get(table, {}).get(OPEN_LOGS, {}))

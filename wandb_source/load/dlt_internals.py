@@ -4,7 +4,8 @@
 - `active_pipeline`: the pipeline running an extract (dlt's context container), to read back a run's
   loaded rows (deletions, tombstones after a rewind).
 - `delta_table`: a Delta table of the filesystem destination, read with deltalake (no DuckDB extension).
-- `set_duckdb_global_config`: DuckDB settings through dlt's configuration environment.
+- `duckdb_global_config`: DuckDB settings for one load through dlt's configuration environment (dlt reads
+  them when the load opens its DuckDB connection; the environment is restored after).
 - The repairs of dlt's working folder and staging tables after the pipeline process was killed
   (SIGKILL, OOM killer) — states that make dlt fail every later run or duplicate rows, all found by
   tests/test_crashes.py and reproduced on purpose in tests/test_recovery.py:
@@ -24,6 +25,8 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +79,25 @@ def delta_table(pipeline: Any, table: str) -> Any:
 DUCKDB_GLOBAL_CONFIG = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
 
-def set_duckdb_global_config(config: str) -> None:
-    """DuckDB settings (JSON) for the loads that follow, through dlt's configuration environment."""
+def user_set_duckdb_global_config() -> bool:
+    """The user configured DuckDB's global settings (environment or config.toml/secrets.toml)."""
+    return DUCKDB_GLOBAL_CONFIG in os.environ or bool(dlt.secrets.get("destination.duckdb.credentials.global_config"))
+
+
+@contextmanager
+def duckdb_global_config(config: str) -> Iterator[None]:
+    """DuckDB settings (JSON) for the loads inside the block: dlt resolves its destination configuration
+    anew for each load and applies them to the connection that load opens. Restored after, so nothing
+    leaks into other pipelines of the process."""
+    before = os.environ.get(DUCKDB_GLOBAL_CONFIG)
     os.environ[DUCKDB_GLOBAL_CONFIG] = config
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DUCKDB_GLOBAL_CONFIG, None)
+        else:
+            os.environ[DUCKDB_GLOBAL_CONFIG] = before
 
 
 def repair_interrupted_normalize(pipeline: Any) -> list[str]:

@@ -8,13 +8,13 @@
   again, instead of trusting the local state and loading nothing;
 - per-destination options (`load_options`: Delta tables on the filesystem, parquet via ADBC on Postgres);
 - DuckDB's memory is capped for each load by the width of the widest table, decided between
-  extract and load (the first load's widths are known only after extract).
+  normalize and load (a table's width is known only after normalize), for that load only.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from contextlib import nullcontext
 from typing import Any, Optional
 
 import dlt
@@ -22,14 +22,12 @@ from dlt.common import logger
 
 from .destination import duckdb_memory_limit, load_options
 from .dlt_internals import (
-    DUCKDB_GLOBAL_CONFIG,
+    duckdb_global_config,
     forget_lost_destination,
     repair_interrupted_normalize,
     reset_interrupted_merges,
-    set_duckdb_global_config,
+    user_set_duckdb_global_config,
 )
-
-USER_SET_DUCKDB_CONFIG = DUCKDB_GLOBAL_CONFIG in os.environ  # read before this module sets it
 
 
 def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None) -> Any:
@@ -44,6 +42,7 @@ def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None)
         forget_lost_destination(pipeline)
     _normalize_and_load(pipeline)  # also syncs state with the destination, once
     pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))  # type: ignore[arg-type]
+    pipeline.normalize()  # first: a table's width is known only once its rows are normalized
     return _normalize_and_load(pipeline)
 
 
@@ -52,18 +51,16 @@ def destination_name(pipeline: dlt.Pipeline) -> str | None:
 
 
 def _normalize_and_load(pipeline: dlt.Pipeline) -> Any:
-    size_duckdb_memory(pipeline)
-    info = pipeline.run()  # no data: normalizes and loads the pending packages, if any
+    with duckdb_sizing(pipeline):
+        info = pipeline.run()  # no data: normalizes and loads the pending packages, if any
     if info is not None:
         info.raise_on_failed_jobs()
     return info
 
 
-def size_duckdb_memory(pipeline: dlt.Pipeline) -> None:
-    """Cap DuckDB's memory by the widest table (`duckdb_memory_limit`), unless the user set
-    `global_config` under [destination.duckdb.credentials] or in the environment."""
-    if destination_name(pipeline) != "duckdb" or not pipeline.default_schema_name:
-        return
-    if USER_SET_DUCKDB_CONFIG or dlt.secrets.get("destination.duckdb.credentials.global_config"):
-        return
-    set_duckdb_global_config(json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)}))
+def duckdb_sizing(pipeline: dlt.Pipeline) -> Any:
+    """For the load inside the block: DuckDB's memory capped by the widest table (`duckdb_memory_limit`),
+    unless the user set `global_config` under [destination.duckdb.credentials] or in the environment."""
+    if destination_name(pipeline) != "duckdb" or not pipeline.default_schema_name or user_set_duckdb_global_config():
+        return nullcontext()
+    return duckdb_global_config(json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)}))

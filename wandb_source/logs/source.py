@@ -7,10 +7,14 @@ Every log under `offline_dir` (recursively; online and offline runs alike) becom
 path: `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history` (+ `history_long`), `system_metrics`,
 `run_metadata` (from the log's environment record), `metric_columns`. Artifacts are not in the log in a form
 that names them as the server does: not loaded from logs. Entity and project are the ones recorded in the log,
-or `entity` / `project` when given (a run logged offline without them has none). One resource, `history`,
-sends all tables. Its state holds per log (path) the size and mtime last read, per run the last step loaded,
-and for a log without an exit record (a run still going) a checkpoint: the byte offset read up to and what the
-records before it said. A second load skips unchanged logs and reads a grown log from its offset. Logs are
+or `entity` / `project` when given (a run logged offline without them has none).
+
+One resource per table family, as online: `runs`, `history`, `system_metrics`, `run_metadata`, each a
+transformer of `run_logs` (not loaded), which stats the logs and parses each run's logs once for all of them.
+Each of the four keeps in its own state which version (size, mtime) of each log it has read, and for a log
+without an exit record (a run still going) a checkpoint: the byte offset read up to and what the records
+before it said (`state.py`). So `with_resources("runs")` leaves the logs unread for `history`, and a second
+load skips unchanged logs and reads a grown log from the earliest offset a selected table needs. Logs are
 parsed in `max_workers` processes (one per CPU by default) when there is enough to read. A log being written
 or cut by a crash loads up to its last intact record; a corrupt record (CRC mismatch) is reported with the
 file and offset, and nothing after it is loaded."""
@@ -20,7 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ from ..convert.run_objects import metadata_row
 from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import ConfigurationError
 from ..load.jobs import named_tables, run_tables, table_item
+from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS
 from .records import RunLogError
 from .run_log import RunLog, combine, end_message, parse_log
 
@@ -55,11 +60,18 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
     if not root.is_dir():
         raise ConfigurationError(f"offline_dir {str(root)!r} is not a directory: point it at a `wandb/` folder "
                                  "(where runs write run-<id>.wandb), with --offline-dir or [sources.wandb] offline_dir.")
-    selections = (Selection(KeySelection.of(history_include, history_exclude, "history"),
-                            StepWindow.of(min_step, max_step, last_steps)),
-                  Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics")))
-    return _logs_resource(root, LogReader(entity, project, max_workers or os.cpu_count() or 1), max_history_columns,
-                          selections)
+    history = Selection(KeySelection.of(history_include, history_exclude, "history"),
+                        StepWindow.of(min_step, max_step, last_steps))
+    system = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
+    logs = _run_logs(root, LogReader(entity, project, max_workers or os.cpu_count() or 1),
+                     {"history": history, "system_metrics": system})
+    return (
+        logs,
+        logs | _log_table("runs", _run_rows),
+        logs | _log_table("history", _history_rows(max_history_columns, history)),
+        logs | _log_table("system_metrics", _system_rows(system)),
+        logs | _log_table("run_metadata", _metadata_rows),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,72 +93,178 @@ class LogReader:
         return out
 
 
-def _logs_resource(root: Path, reader: LogReader, max_columns: int, selections: tuple[Selection, Selection]) -> Any:
-    @dlt.resource(name="history", write_disposition=settings.MERGE)
-    def history() -> Iterator[Any]:
-        """All tables from run logs. State: `logs` {path: [size, mtime_ns, run]}, `last_step` {run: step},
-        `open_logs` {path: checkpoint} for logs without an exit record."""
-        state = dlt.current.resource_state()
-        seen, loaded_steps = state.setdefault("logs", {}), state.setdefault("last_step", {})
-        checkpoints = state.setdefault("open_logs", {})
-        naming = dlt.current.source_schema().naming
-        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns, naming)
-        system = ColumnMap(state.setdefault("system_columns", {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
-                           settings.MAX_SYSTEM_METRICS_COLUMNS, naming)
-        for group, parsed in _parsed_groups(_changed_groups(root, seen), reader, checkpoints):
-            for run, logs in _by_run(parsed).items():
-                combined = combine(logs)
-                yield from _log_tables(combined, loaded_steps.get(run), (columns, system), selections)
-                loaded_steps[run] = combined.last_row.get("_step", loaded_steps.get(run))
-                for log in logs:
-                    seen[str(log.path)] = [*group[log.path], run]
-                    if log.exit_code is None:
-                        checkpoints[str(log.path)] = log.checkpoint()
-                    else:
-                        checkpoints.pop(str(log.path), None)
-        for table, mapping in (("history", columns), ("system_metrics", system)):
-            rows = mapping.added_rows(table)
-            if rows:
-                yield table_item("metric_columns", rows)
-        for selection in selections:
-            for message in selection.unmatched_report():
+@dataclass(frozen=True)
+class LogGroup:
+    """The logs sharing one run id in their file name, as stat'ed before reading ({path: [size, mtime_ns]}),
+    and what they hold per run: {run key: (its logs, the logs combined)}."""
+
+    stats: dict[str, list[int]]
+    runs: dict[str, tuple[list[RunLog], RunLog]]
+
+
+def _run_logs(root: Path, reader: LogReader, selections: dict[str, Selection]) -> Any:
+    @dlt.resource(name="run_logs", selected=False)
+    def run_logs() -> Iterator[LogGroup]:
+        """One `LogGroup` per run whose logs a selected table has not read in their present version,
+        each log parsed once for all tables, from the earliest checkpoint they need. Not loaded."""
+        tables = _reading_tables()
+        for group, parsed in _parsed_groups(_unread_groups(root, tables), reader, tables):
+            runs = {key: (logs, combine(logs)) for key, logs in _by_run(parsed).items()}
+            for name, selection in selections.items():  # observed here: the report below sees every run
+                if name in tables:
+                    for _, log in runs.values():
+                        selection.observe(f"{log.entity}/{log.project}", log.history if name == "history" else log.events)
+            yield LogGroup({str(p): s for p, s in group.items()}, runs)
+        for name, selection in selections.items():
+            for message in selection.unmatched_report() if name in tables else ():
                 logger.warning(message)
 
-    return history
+    return run_logs
+
+
+def _reading_tables() -> dict[str, dict[str, Any]]:
+    """{table: its resource state} of the selected tables of this load that read logs."""
+    selected = sorted(set(dlt.current.source().resources.selected) & set(LOG_TABLES))
+    _adopt_single_resource_state(dlt.current.source_state())
+    return {name: dlt.current.resource_state(name) for name in selected}
+
+
+def _adopt_single_resource_state(source_state: dict[str, Any]) -> None:
+    """Until tables had their own resources, one resource, `history`, sent every table and kept the logs read in its own state
+    (with `system_columns`): each table starts from that, so upgrading re-reads nothing."""
+    resources = source_state.get("resources", {})
+    old = resources.get("history", {})
+    if "system_columns" not in old:
+        return
+    for name in LOG_TABLES:
+        state = resources.setdefault(name, {})
+        state.setdefault(LOGS_READ, dict(old.get(LOGS_READ, {})))
+        state.setdefault(OPEN_LOGS, dict(old.get(OPEN_LOGS, {})))
+    resources["system_metrics"].setdefault(COLUMNS, old.pop("system_columns"))
+
+
+def _unread(state: dict[str, Any], stats: dict[str, list[int]]) -> bool:
+    read = state.get(LOGS_READ, {})
+    return any((read.get(path) or [])[:2] != stat for path, stat in stats.items())
+
+
+def _log_table(name: str, rows: Callable[[RunLog, dict[str, Any]], Iterator[Any]]) -> Any:
+    @dlt.transformer(name=name, write_disposition=settings.MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    def table(group: LogGroup) -> Iterator[Any]:
+        state = dlt.current.resource_state()
+        if not _unread(state, group.stats):
+            return  # another table needed this group; this one has read it
+        for logs, combined in group.runs.values():
+            yield from rows(combined, state)
+            _mark_read(state, group, logs)
+
+    table.__doc__ = f"`{name}` from run logs: a run's rows whenever one of its logs changed since this table read it."
+    return table
+
+
+def _mark_read(state: dict[str, Any], group: LogGroup, logs: list[RunLog]) -> None:
+    read, checkpoints = state.setdefault(LOGS_READ, {}), state.setdefault(OPEN_LOGS, {})
+    for log in logs:
+        read[str(log.path)] = [*group.stats[str(log.path)], _run_key(log)]
+        if log.exit_code is None:
+            checkpoints[str(log.path)] = log.checkpoint()
+        else:
+            checkpoints.pop(str(log.path), None)
+
+
+def _run_rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
+    yield from run_tables([{**log.node, "url": str(log.path)}], log.entity, log.project, "")
+
+
+def _metadata_rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
+    row = metadata_row(_run_tuple(log), log.node.get("metadata"))
+    if row:
+        yield table_item("run_metadata", [row])
+
+
+def _history_rows(max_columns: int, selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
+    def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
+        """Steps after the last one this table loaded for the run, in the step window and selection."""
+        columns = ColumnMap(state.setdefault(COLUMNS, {}), settings.OWN_METRIC_COLUMNS, max_columns,
+                            dlt.current.source_schema().naming)
+        last_steps, key = state.setdefault(LAST_STEP, {}), _run_key(log)
+        last = last_steps.get(key)
+        new = [r for r in log.history if (last is None or r["_step"] > last) and selection.window.contains(r["_step"])]
+        new = selection.apply(new)
+        if selection.window.last_steps:
+            new = new[-selection.window.last_steps:]
+        yield from _metric_items(metric_tables(new, _run_tuple(log), columns, "_step"), columns, "history")
+        last_steps[key] = log.last_row.get("_step", last)
+
+    return rows
+
+
+def _system_rows(selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
+    def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
+        """The run's samples read this time (merged on `_timestamp`: a sample read again is not duplicated)."""
+        columns = ColumnMap(state.setdefault(COLUMNS, {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
+                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
+        tables = metric_tables(selection.apply(log.events), _run_tuple(log), columns, "_timestamp")
+        yield from _metric_items(tables, columns, "system_metrics")
+
+    return rows
+
+
+def _metric_items(tables: Any, columns: ColumnMap, table: str) -> Iterator[Any]:
+    for name, arrow in named_tables(tables, table):
+        yield table_item(name, arrow)
+    added = columns.added_rows(table)
+    if added:
+        yield table_item("metric_columns", added)
+
+
+def _run_tuple(log: RunLog) -> tuple[Any, Any, Any]:
+    return (log.entity, log.project, log.node["name"])
 
 
 _RUN_ID = re.compile(r"run-(.+)\.wandb$")
 
 
-def _changed_groups(root: Path, seen: dict[str, Any]) -> list[dict[Path, list[int]]]:
+def _unread_groups(root: Path, tables: dict[str, dict[str, Any]]) -> list[dict[Path, list[int]]]:
     """The logs to read, grouped by the run id in their file name (a resumed run writes one log per
     session), each with [size, mtime_ns] taken before reading: a group is read when one of its logs is
-    new or changed. Stat first, read after — a log that grows meanwhile is read again next time."""
+    new or changed for one of `tables`. Stat first, read after — a log that grows meanwhile is read again
+    next time."""
     groups: dict[str, dict[Path, list[int]]] = {}
     for path in sorted({p.resolve() for p in root.rglob("*.wandb")}):
         stat = path.stat()
         match = _RUN_ID.search(path.name)
         groups.setdefault(match.group(1) if match else path.name, {})[path] = [stat.st_size, stat.st_mtime_ns]
-    return [g for g in groups.values() if any((seen.get(str(p)) or [])[:2] != s for p, s in g.items())]
+    return [g for g in groups.values()
+            if any(_unread(state, {str(p): s for p, s in g.items()}) for state in tables.values())]
 
 
 def _parsed_groups(groups: list[dict[Path, list[int]]], reader: LogReader,
-                   checkpoints: dict[str, Any]) -> Iterator[tuple[dict[Path, list[int]], list[RunLog]]]:
+                   tables: dict[str, dict[str, Any]]) -> Iterator[tuple[dict[Path, list[int]], list[RunLog]]]:
     """Each group with its parsed logs, in order; in worker processes when there is enough to read."""
     size = sum(s[0] for g in groups for s in g.values())
     workers = min(reader.workers, len(groups)) if size >= settings.PARALLEL_PARSE_MIN_BYTES else 1
     with _executor(workers) as pool:
         window: list[tuple[dict[Path, list[int]], Future[Any]]] = []
         for group in groups:
-            window.append((group, pool.submit(reader.parse, list(group), _picked(checkpoints, group))))
+            window.append((group, pool.submit(reader.parse, list(group), _checkpoints(group, tables))))
             if len(window) > 2 * workers:  # parse ahead, but hold few parsed runs in memory
                 yield _done(*window.pop(0))
         while window:
             yield _done(*window.pop(0))
 
 
-def _picked(checkpoints: dict[str, Any], group: dict[Path, list[int]]) -> dict[str, Any]:
-    return {str(p): checkpoints[str(p)] for p in group if str(p) in checkpoints}
+def _checkpoints(group: dict[Path, list[int]], tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per log, the checkpoint to read on from: the earliest of the tables that have not read the group,
+    none (read from the start) when one of them has no checkpoint for it."""
+    stats = {str(p): s for p, s in group.items()}
+    behind = [state for state in tables.values() if _unread(state, stats)]
+    picked = {}
+    for path in stats:
+        found = [state.get(OPEN_LOGS, {}).get(path) for state in behind]
+        if found and all(found):
+            picked[path] = min(found, key=lambda checkpoint: checkpoint["offset"])
+    return picked
 
 
 def _done(group: dict[Path, list[int]], future: Future[Any]) -> tuple[dict[Path, list[int]], list[RunLog]]:
@@ -188,26 +306,3 @@ def _by_run(logs: list[RunLog]) -> dict[str, list[RunLog]]:
 
 def _run_key(log: RunLog) -> str:
     return f"{log.entity}/{log.project}/{log.node.get('name')}"
-
-
-def _log_tables(log: RunLog, last_step: Optional[int], columns: tuple[ColumnMap, ColumnMap],
-                selections: tuple[Selection, Selection]) -> Iterator[Any]:
-    yield from run_tables([{**log.node, "url": str(log.path)}], log.entity, log.project, "")
-    run_key = (log.entity, log.project, log.node["name"])
-    metadata = metadata_row(run_key, log.node.get("metadata"))
-    if metadata:
-        yield table_item("run_metadata", [metadata])
-    history, system = selections
-    new = [r for r in log.history if (last_step is None or r["_step"] > last_step) and history.window.contains(r["_step"])]
-    new, events = _selected(history, log, new), _selected(system, log, log.events)
-    if history.window.last_steps:
-        new = new[-history.window.last_steps:]
-    for table, tables in (("history", metric_tables(new, run_key, columns[0], "_step")),
-                          ("system_metrics", metric_tables(events, run_key, columns[1], "_timestamp"))):
-        for name, arrow in named_tables(tables, table):
-            yield table_item(name, arrow)
-
-
-def _selected(selection: Selection, log: RunLog, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    selection.observe(f"{log.entity}/{log.project}", rows)
-    return selection.apply(rows)
