@@ -239,15 +239,16 @@ def show_source_progress(verbose: bool) -> None:
 def print_plan(pipeline: dlt.Pipeline, source) -> None:
     with contextlib.suppress(Exception):  # a destination not created yet: nothing loaded so far
         pipeline.sync_destination()  # the state of the last load may live only in the destination
-    plans = plan_load(source, pipeline.state)
+    plan = plan_load(source, pipeline.state)
     print(f"\nPlan (dry run: nothing is loaded) into {destination_name(pipeline)} dataset {pipeline.dataset_name}:")
     print(f"  {'project':<40} {'runs':>8} {'new':>8} {'changed':>8} {'steps':>12} {'requests':>9}")
-    for p in plans:
+    for p in plan.projects:
         print(f"  {p.name:<40} {p.runs:>8,} {p.new:>8,} {p.changed:>8,} {p.steps:>12,} {p.requests:>9,}")
-    total = lambda field: sum(getattr(p, field) for p in plans)  # noqa: E731
+    total = lambda field: sum(getattr(p, field) for p in plan.projects)  # noqa: E731
     print(f"  {'total':<40} {total('runs'):>8,} {total('new'):>8,} {total('changed'):>8,} {total('steps'):>12,} "
-          f"{total('requests'):>9,}")
-    print("  (steps: history rows to fetch; requests: at most, fewer where history comes from parquet exports)")
+          f"{plan.requests:>9,}")
+    print("  (steps: history rows to fetch; requests: with the viewer, server probe and project lists; fewer where\n"
+          "   history comes from parquet exports, more where W&B answers a listing page empty)")
 
 
 def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:

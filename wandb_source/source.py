@@ -130,7 +130,7 @@ def wandb_source(
                                   StepWindow.of(min_step, max_step, last_steps))
     system_selection = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
     targets = _project_list(client, entity, projects)
-    listing = _runs_listing(client, targets, filters)
+    listing = _runs_listing(client, targets, filters, discovered=() if projects else (entity,))
     return (
         _projects(client, targets),
         listing,
@@ -197,16 +197,19 @@ def _projects(client: WandbClient, targets: list[tuple[str, str]]) -> DltResourc
     return projects
 
 
-def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: Optional[dict[str, Any]]) -> DltResource:
+def _runs_listing(client: WandbClient, targets: list[tuple[str, str]], filters: Optional[dict[str, Any]],
+                  discovered: tuple[str, ...]) -> DltResource:
     @dlt.resource(name="runs_listing", selected=False)
     def runs_listing() -> Iterator[dict[str, Any]]:
         """One item: the light run records (name, state, change signals...) of every project, the parent of
         runs, history and system_metrics. One item, not one per page, because dlt interleaves the
         generators of a transformer's items: per-project bookkeeping (deleted runs) and one bounded
-        pool of fetches both need the whole listing in one call."""
+        pool of fetches both need the whole listing in one call. `discovered`: the entities whose
+        projects were listed to find them (the dry-run plan counts those requests)."""
         yield {"projects": [{"entity": entity, "project": project,
                              "runs": [signed(run) for page in client.run_pages(entity, project, filters) for run in page]}
-                            for entity, project in targets]}
+                            for entity, project in targets],
+               "discovered": discovered}
 
     return runs_listing
 

@@ -6,6 +6,7 @@ requests to expect. One listing of the runs is all it costs.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -29,23 +30,43 @@ class ProjectPlan:
         return f"{self.entity}/{self.project}"
 
 
+@dataclass
+class LoadPlan:
+    projects: list[ProjectPlan]
+    overhead: int  # requests made once per load: viewer, server probe, project lists
+
+    @property
+    def requests(self) -> int:
+        return self.overhead + sum(p.requests for p in self.projects)
+
+
 def plan_load(source: Any, pipeline_state: dict[str, Any],
-              history_page_size: int = settings.HISTORY_PAGE_SIZE) -> list[ProjectPlan]:
-    """Plans of every project of `source` (a `wandb_source`), given the pipeline's state (`pipeline.state`)."""
+              history_page_size: int = settings.HISTORY_PAGE_SIZE) -> LoadPlan:
+    """The plan of every project of `source` (a `wandb_source`), given the pipeline's state (`pipeline.state`)."""
     loaded_runs = loaded_signatures(pipeline_state)
     cursors = history_cursors(pipeline_state)
     metadata = metadata_loaded(pipeline_state)
     selected = set(source.selected_resources)
     (listing,) = list(source.resources["runs_listing"])
-    return [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
-            for page in listing["projects"]]
+    plans = [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
+             for page in listing["projects"]]
+    return LoadPlan(plans, _overhead(listing, selected))
+
+
+def _overhead(listing: dict[str, Any], selected: set[Any]) -> int:
+    """The viewer, the server probe, and per entity its project list (a page per 50 projects) for the
+    `projects` table and, when no projects were named, to find them."""
+    per_entity = Counter(page["entity"] for page in listing["projects"])
+    pages = sum(math.ceil(n / settings.PROJECTS_PAGE_SIZE) for n in per_entity.values())
+    listed = sum(math.ceil(per_entity[e] / settings.PROJECTS_PAGE_SIZE) for e in listing.get("discovered", ()))
+    return 2 + ("projects" in selected) * pages + listed
 
 
 def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[str, RunEntry], metadata: set[str],
                   selected: set[Any], page_size: int) -> ProjectPlan:
     plan = ProjectPlan(page["entity"], page["project"], runs=len(page["runs"]))
-    # viewer and server probe, projects, sweeps, listing
-    plan.requests = 4 + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)
+    # sweeps, listing
+    plan.requests = ("sweeps" in selected) + math.ceil(len(page["runs"]) / settings.RUNS_PAGE_SIZE)
     changed_runs = []
     for node in page["runs"]:
         key = f"{page['entity']}/{page['project']}/{node['name']}"
@@ -58,15 +79,19 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         changed_runs.append(node)
         steps = _steps_to_fetch(node, cursors.get(key))
         plan.steps += steps
-        if "history" in selected and (steps or key not in cursors):
-            # parquet lookup + live windows (each lists at most page_size - 1 steps)
+        if "history" in selected and (steps or (key not in cursors and node.get("historyLineCount") != 0)):
+            # parquet lookup + live windows (each lists at most page_size - 1 steps); none for a new run W&B
+            # says has no rows
             plan.requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
         # wandb-events.jsonl download, or the events read; none for a run W&B says has no samples
         plan.requests += "system_metrics" in selected and node.get("eventsLineCount") != 0
-        plan.requests += "run_metadata" in selected and key not in metadata
-    batches = math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
-    # full runs, metadata file lookups, events file lookups: 50 runs per request
-    plan.requests += batches * (("runs" in selected) + ("run_metadata" in selected) + ("system_metrics" in selected))
+    # full runs, events file lookups (not for runs without samples): 50 runs per request
+    plan.requests += ("runs" in selected) * math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
+    sampled = sum(node.get("eventsLineCount") != 0 for node in changed_runs)
+    plan.requests += ("system_metrics" in selected) * math.ceil(sampled / settings.DETAIL_BATCH_SIZE)
+    if "run_metadata" in selected:  # every listed run without metadata yet: lookups of 50, a download each
+        todo = sum(f"{page['entity']}/{page['project']}/{node['name']}" not in metadata for node in page["runs"])
+        plan.requests += math.ceil(todo / settings.DETAIL_BATCH_SIZE) + todo
     if "artifacts" in selected:
         per_request = max(1, settings.ARTIFACTS_PER_REQUEST // (2 * settings.ARTIFACTS_NESTED_PAGE_SIZE))
         plan.requests += math.ceil(len(changed_runs) / per_request)

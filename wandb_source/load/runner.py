@@ -8,7 +8,8 @@
   again, instead of trusting the local state and loading nothing;
 - per-destination options (`load_options`: Delta tables on the filesystem, parquet via ADBC on Postgres);
 - DuckDB's memory is capped for each load by the width of the widest table, decided between
-  normalize and load (a table's width is known only after normalize), for that load only.
+  extract and load (extract learns the widths of Arrow tables — history, system_metrics, the wide
+  ones; dict tables are typed at normalize), for that load only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str] = None)
         forget_lost_destination(pipeline)
     _normalize_and_load(pipeline)  # also syncs state with the destination, once
     pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))  # type: ignore[arg-type]
-    pipeline.normalize()  # first: a table's width is known only once its rows are normalized
     return _normalize_and_load(pipeline)
 
 
