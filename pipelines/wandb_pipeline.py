@@ -32,13 +32,13 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException  # n
 from dlt.common.destination.exceptions import UnknownDestinationModule  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from wandb_source import ConfigurationError, WandbSourceError, settings, wandb_offline_source, wandb_source
+from wandb_source import ConfigurationError, WandbSourceError, tables, wandb_offline_source, wandb_source
 from wandb_source.load.plan import plan_load
 from wandb_source.load.runner import destination_name, run_load
 from wandb_source.state import failed_runs, sampled_runs
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
-TABLES = tuple(settings.TABLE_HINTS)  # every table the source loads, in the order the summary reports them
+TABLES = tuple(tables.TABLE_HINTS)  # every table the source loads, in the order the summary reports them
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
 

@@ -68,11 +68,11 @@ def test_readme_sql_runs_and_finds_rows(tmp_path, emulator, destination):
 
 
 def test_every_table_is_documented_with_its_key():
-    """A new table added to settings.TABLE_HINTS fails here until the README's Tables section names it."""
-    from wandb_source import settings
+    """A new table added to tables.TABLE_HINTS fails here until the README's Tables section names it."""
+    from wandb_source import tables
 
     section = README.split("## Tables", 1)[1].split("\n## ", 1)[0]
-    for table, hints in settings.TABLE_HINTS.items():
+    for table, hints in tables.TABLE_HINTS.items():
         row = next((line for line in section.splitlines() if line.startswith(f"| `{table}` |")), None)
         assert row is not None, f"table {table} is not in the README's Tables section"
         assert ", ".join(hints["primary_key"]) in row, f"the README gives {table} another key than {hints['primary_key']}"

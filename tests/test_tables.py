@@ -1,4 +1,4 @@
-"""Table contracts: what a load sends is what `settings.TABLE_HINTS` declares, and the dry-run estimate
+"""Table contracts: what a load sends is what `tables.TABLE_HINTS` declares, and the dry-run estimate
 counts every request a load makes — a table or a request added without them fails here."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import load, make_pipeline
 from tests.wandb_emulator import DatasetSpec
 from tests.wandb_emulator.profile import CONVENIENT, SDK
-from wandb_source import settings, wandb_source
+from wandb_source import settings, tables, wandb_source
 from wandb_source.load.plan import plan_load
 
 
@@ -20,8 +20,8 @@ def test_every_table_a_load_sends_is_declared_with_its_key_and_columns(tmp_path,
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emu, max_history_columns=4)  # and history_long
     schema = pipeline.default_schema
-    assert set(schema.data_table_names()) == set(settings.TABLE_HINTS)
-    for table, hints in settings.TABLE_HINTS.items():
+    assert set(schema.data_table_names()) == set(tables.TABLE_HINTS)
+    for table, hints in tables.TABLE_HINTS.items():
         columns = schema.get_table_columns(table)
         assert {c for c, v in columns.items() if v.get("primary_key")} == set(hints["primary_key"]), table
         for column, declared in hints.get("columns", {}).items():

@@ -9,7 +9,7 @@ table is merged on its key, so a load can be repeated or resumed after a crash w
 Keys and columns: a resource that sends one table declares them in its decorator; the transformers that
 send several tables (`runs`, `history`, `system_metrics`) give each item its own table's hints
 (`load.jobs.table_item`), because dlt copies a decorator's columns into every table a resource sends
-(tests/test_offline.py's online/offline comparison caught that). Both read `settings.TABLE_HINTS`.
+(tests/test_offline.py's online/offline comparison caught that). Both read `tables.TABLE_HINTS`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from .load.dlt_internals import active_pipeline
 from .load.jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
 from .load.pool import DONE, in_parallel
 from .load.progress import Progress
-from .settings import MERGE, TABLE_HINTS
 from .state import CURSORS, DIGESTS, FAILED, METADATA_LOADED, SAMPLED, SIGNATURES, RunEntry, run_key, signature_of
+from .tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, TABLE_HINTS
 
 
 @dlt.source(name="wandb", max_table_nesting=0)
@@ -297,7 +297,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
         cursors = state.setdefault(CURSORS, {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_METRIC_COLUMNS, max_columns,
+        columns = ColumnMap(state.setdefault("columns", {}), OWN_METRIC_COLUMNS, max_columns,
                             dlt.current.source_schema().naming)
         _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
@@ -321,7 +321,7 @@ def _system_metrics(client: WandbClient, max_workers: int, selection: Selection)
         signals moved."""
         state = dlt.current.resource_state()
         cursors = state.setdefault(CURSORS, {})
-        columns = ColumnMap(state.setdefault("columns", {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
+        columns = ColumnMap(state.setdefault("columns", {}), OWN_SYSTEM_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)

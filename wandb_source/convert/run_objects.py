@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..settings import RUN_KEY
+from ..tables import RUN_KEY
 from .values import json_or_text, json_value, parse_time
 
 METADATA_FILE = "wandb-metadata.json"

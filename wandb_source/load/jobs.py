@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import dlt
 import pyarrow as pa
 
-from .. import settings
+from .. import settings, tables
 from ..api.client import WandbClient
 from ..api.events import read_events
 from ..api.history import read_history
@@ -29,10 +29,10 @@ from .destination import run_rows
 
 
 def table_item(table: str, item: Any) -> Any:
-    """Send `item` to `table` with that table's own key and column hints (settings.TABLE_HINTS);
+    """Send `item` to `table` with that table's own key and column hints (tables.TABLE_HINTS);
     U+0000 in strings becomes U+FFFD (PostgreSQL cannot store it; every destination gets the same)."""
     if isinstance(item, pa.Table):
-        item = _keys_not_null(arrow_without_nul(item), settings.TABLE_HINTS[table]["primary_key"])
+        item = _keys_not_null(arrow_without_nul(item), tables.TABLE_HINTS[table]["primary_key"])
     else:
         item = without_nul(item)
     return dlt.mark.with_hints(item, _hints(table), create_table_variant=True)
@@ -40,7 +40,7 @@ def table_item(table: str, item: Any) -> Any:
 
 @functools.cache
 def _hints(table: str) -> Any:
-    return dlt.mark.make_hints(table_name=table, write_disposition=settings.MERGE, **settings.TABLE_HINTS[table])
+    return dlt.mark.make_hints(table_name=table, write_disposition=tables.MERGE, **tables.TABLE_HINTS[table])
 
 
 def run_tables(nodes: list[dict[str, Any]], entity: str, project: str, app_url: str) -> Iterator[Any]:

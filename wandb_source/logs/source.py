@@ -41,6 +41,7 @@ from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import ConfigurationError
 from ..load.jobs import named_tables, run_tables, table_item
 from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS
+from ..tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS
 from .records import RunLogError
 from .run_log import RunLog, combine, end_message, parse_log
 
@@ -149,7 +150,7 @@ def _unread(state: dict[str, Any], stats: dict[str, list[int]]) -> bool:
 
 
 def _log_table(name: str, rows: Callable[[RunLog, dict[str, Any]], Iterator[Any]]) -> Any:
-    @dlt.transformer(name=name, write_disposition=settings.MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name=name, write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
     def table(group: LogGroup) -> Iterator[Any]:
         state = dlt.current.resource_state()
         if not _unread(state, group.stats):
@@ -185,7 +186,7 @@ def _metadata_rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
 def _history_rows(max_columns: int, selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
     def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
         """Steps after the last one this table loaded for the run, in the step window and selection."""
-        columns = ColumnMap(state.setdefault(COLUMNS, {}), settings.OWN_METRIC_COLUMNS, max_columns,
+        columns = ColumnMap(state.setdefault(COLUMNS, {}), OWN_METRIC_COLUMNS, max_columns,
                             dlt.current.source_schema().naming)
         last_steps, key = state.setdefault(LAST_STEP, {}), _run_key(log)
         last = last_steps.get(key)
@@ -202,7 +203,7 @@ def _history_rows(max_columns: int, selection: Selection) -> Callable[[RunLog, d
 def _system_rows(selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
     def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
         """The run's samples read this time (merged on `_timestamp`: a sample read again is not duplicated)."""
-        columns = ColumnMap(state.setdefault(COLUMNS, {}), settings.OWN_SYSTEM_METRIC_COLUMNS,
+        columns = ColumnMap(state.setdefault(COLUMNS, {}), OWN_SYSTEM_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
         tables = metric_tables(selection.apply(log.events), _run_tuple(log), columns, "_timestamp")
         yield from _metric_items(tables, columns, "system_metrics")

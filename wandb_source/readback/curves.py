@@ -12,8 +12,7 @@ from typing import Any, Optional
 
 from ..exceptions import ConfigurationError
 from ..load.destination import run_rows, table_batches
-
-RUN_KEY = ("entity", "project", "run_id")
+from ..tables import RUN_KEY
 
 
 @dataclass

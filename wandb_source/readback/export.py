@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from ..convert.values import json_or_text
 from ..load.destination import table_batches
+from ..tables import RUN_KEY
 
 COMPONENTS = ("config", "summary", "metadata", "system_metrics", "system_attrs", "sweep_info")
-RUN_KEY = ("entity", "project", "run_id")
 SYSTEM_ATTRS = ("display_name", "storage_id", "group", "job_type", "tags", "user", "host", "commit", "notes",
                 "description", "url", "updated_at", "heartbeat_at", "deleted_at", "history_line_count", "last_step")
 
