@@ -235,3 +235,44 @@ def test_a_run_without_samples_costs_no_system_metrics_request(tmp_path, make_em
     assert asked == []
     lookups = [r.request[2].decode() for r in emu.faults.requests("Runs") if r.request and b"wandb-events" in r.request[2]]
     assert lookups and all(quiet.name not in body for body in lookups)
+
+
+def _small_runs(make_emulator, runs=120):
+    emu = make_emulator(DatasetSpec(projects=("small",), runs=runs, steps=20, parquet_fraction=0.5))
+    return emu, emu.store.project(ENTITY, "small").runs
+
+
+def test_small_runs_share_a_request_and_load_exactly(tmp_path, make_emulator):
+    """Runs whose new steps fit one window are read up to 50 to a request (`HistoryBatch`: each run's parquet
+    listing and one window at most `samples` steps wide, never sampled) — exact where live pages do not serve
+    exported steps, on a first load and on a reload; a run that logged far past its window reads the rest alone."""
+    emu, runs = _small_runs(make_emulator)
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu, projects=["small"])
+    assert assert_history_equals_emulator(pipeline, emu, project="small") == sum(len(r.history) for r in runs.values())
+    assert any(r.exported_rows for r in runs.values())  # some history comes from parquet exports
+    assert 3 <= len(emu.faults.requests("HistoryBatch")) <= math.ceil(len(runs) / 25)
+    assert not emu.faults.requests("RunParquetHistory") and not emu.faults.requests("HistoryPage")
+
+    grown = [r for r in runs.values() if len(r.history)][:4]
+    for run in grown[:3]:
+        last = run.history.last_step
+        emu.store.append_steps(ENTITY, "small", run.name, _rows(range(last + 1, last + 6), t0=1.76e9))
+    far = grown[3]
+    last = far.history.last_step
+    emu.store.append_steps(ENTITY, "small", far.name, _rows([last + 1, last + 5_000], t0=1.76e9))
+    emu.faults.clear_log()
+    load(pipeline, emu, projects=["small"])
+    assert_history_equals_emulator(pipeline, emu, project="small")
+    assert loaded_counts(pipeline)["history"] == 3 * 5 + 2
+    assert len(emu.faults.requests("HistoryBatch")) == 1 and not emu.faults.requests("RunParquetHistory")
+    assert [r.variables["run"] for r in emu.faults.requests("HistoryPage")] == [far.name]  # beyond its window
+
+
+def test_a_refused_batch_is_read_run_by_run(tmp_path, make_emulator, caplog):
+    emu, runs = _small_runs(make_emulator, runs=30)
+    emu.faults.add(operation="HistoryBatch", status=400, times=100, message="query too complex")
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu, projects=["small"])
+    assert assert_history_equals_emulator(pipeline, emu, project="small") == sum(len(r.history) for r in runs.values())
+    assert len(emu.faults.requests("RunParquetHistory")) == sum(1 for r in runs.values() if len(r.history))

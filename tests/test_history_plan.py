@@ -6,7 +6,7 @@ import pytest
 
 from wandb_source.api.client import as_step
 from wandb_source.api.history import judge_page
-from wandb_source.api.history_plan import HistoryPlan, LiveWindow, plan_history
+from wandb_source.api.history_plan import HistoryPlan, LiveWindow, batch_runs, plan_history
 from wandb_source.convert.selection import StepWindow
 from wandb_source.exceptions import ServerError
 
@@ -116,3 +116,16 @@ def test_float_steps_become_ints(value, step):
 def test_steps_that_are_not_whole_numbers_are_refused(value):
     with pytest.raises(ServerError, match="not a whole number"):
         as_step(value)
+
+
+@pytest.mark.parametrize("runs, groups", [
+    ([("p", 20, -1)] * 3, [[0, 1, 2]]),  # new runs: their counts
+    ([("p", 400, -1)] * 3, [[0, 1], [2]]),  # at most 1,000 expected rows a request
+    ([("p", 999, -1), ("p", 1000, -1)], [[0]]),  # a run that needs more than one window reads alone
+    ([("p", 0, -1), ("p", None, -1), ("p", 5, -1)], [[2]]),  # no rows: no request; no count: alone
+    ([("p", 120, 99), ("p", 0, 4)], [[0, 1]]),  # loaded runs: the new rows and the last one, read again
+    ([("p", 5, -1), ("q", 5, -1), ("p", 5, -1)], [[0], [1], [2]]),  # one project per request
+    ([("p", 1, -1)] * 51, [list(range(50)), [50]]),  # at most 50 runs
+])
+def test_batch_runs(runs, groups):
+    assert batch_runs(runs, 1000, 50) == groups

@@ -48,7 +48,15 @@ from .exceptions import (
 )
 from .load.destination import run_rows
 from .load.dlt_internals import active_pipeline
-from .load.jobs import RunJob, TableBatches, event_batches, history_batches, run_tables, table_item
+from .load.jobs import (
+    RunJob,
+    TableBatches,
+    batch_small_runs,
+    event_batches,
+    history_batches,
+    run_tables,
+    table_item,
+)
 from .load.pool import DONE, in_parallel
 from .load.progress import Progress
 from .state import CURSORS, DIGESTS, FAILED, METADATA_LOADED, SAMPLED, SIGNATURES, RunEntry, run_key, signature_of
@@ -301,6 +309,8 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
                             dlt.current.source_schema().naming)
         _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
+        if selection.window == StepWindow():
+            batch_small_runs(client, jobs, page_size)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
         work = lambda job: history_batches(client, job, columns, page_size, pipeline, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "history")

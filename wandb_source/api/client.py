@@ -205,12 +205,25 @@ class WandbClient(Transport):
         """(parquet URLs, live steps, ascending), or None when the run is gone."""
         data = self.query(queries.PARQUET_HISTORY, {"entity": entity, "project": project, "run": run})
         node = (data.get("project") or {}).get("run")
-        if node is None:
-            return None
-        history = node.get("parquetHistory") or {}
-        live = sorted({as_step(item["_step"]) for item in history.get("liveData") or []
-                       if isinstance(item, dict) and item.get("_step") is not None})
-        return list(history.get("parquetUrls") or []), live
+        return None if node is None else _parquet_listing(node)
+
+    def history_batch(self, entity: str, project: str, windows: dict[str, tuple[int, int]],
+                      samples: int) -> dict[str, tuple[list[str], list[int], list[str]] | None]:
+        """For each run of `windows` ({run: (minStep, maxStep)}, each at most `samples` steps wide): its
+        parquet URLs, live steps and the rows of its window, in one request; None for a run that is gone."""
+        names = list(windows)
+        variables: dict[str, Any] = {"entity": entity, "project": project, "pageSize": samples}
+        for i, name in enumerate(names):
+            low, high = windows[name]
+            if not 0 < high - low <= samples:
+                raise ValueError(f"window [{low}, {high}) of run {name} is wider than {samples} steps")
+            variables.update({f"run{i}": name, f"min{i}": low, f"max{i}": high})
+        project_node = self.query(queries.history_batch(len(names)), variables).get("project") or {}
+        out: dict[str, tuple[list[str], list[int], list[str]] | None] = {}
+        for i, name in enumerate(names):
+            node = project_node.get(f"run{i}")
+            out[name] = None if node is None else (*_parquet_listing(node), list(node.get("history") or []))
+        return out
 
     def history_page(self, entity: str, project: str, run: str, min_step: int, max_step: int,
                      samples: int) -> list[str] | None:
@@ -243,6 +256,13 @@ class WandbClient(Transport):
         locate: Callable[[dict[str, Any]], Any] = lambda data: (data.get("project") or {}).get("sweeps")  # noqa: E731
         for page in self._pages(document, variables, locate, f"sweeps of {entity}/{project}"):
             yield from page
+
+
+def _parquet_listing(run: dict[str, Any]) -> tuple[list[str], list[int]]:
+    history = run.get("parquetHistory") or {}
+    live = sorted({as_step(item["_step"]) for item in history.get("liveData") or []
+                   if isinstance(item, dict) and item.get("_step") is not None})
+    return list(history.get("parquetUrls") or []), live
 
 
 def as_step(value: Any) -> int:

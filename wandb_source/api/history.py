@@ -7,6 +7,11 @@ the server's live pages also serve exported steps. A live page that lacks a step
 have been sampled, is never accepted: the window is split and asked again, or the run fails this load
 (and is fetched again next load) with the reason.
 
+Small runs are read together: a `HistoryBatch` asks, for up to 50 runs in one request, each run's parquet
+listing and its first window of at most `samples` steps (which cannot hold more rows than `samples`, so it is
+never sampled). Each run's plan is then made from that listing as usual, and a planned window inside the
+prefetched one is answered from its rows — checked like any other answer; the rest is asked run by run.
+
 Incremental reads start at the last loaded step (inclusive) and check that its `_timestamp` is
 unchanged; if it is not, or the step is gone, the run was rewound and is read again from scratch.
 """
@@ -15,16 +20,19 @@ from __future__ import annotations
 
 import collections
 import io
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from dlt.common import logger
 
 from ..convert.metrics import lines_to_arrow, parse_history_lines
 from ..convert.selection import StepWindow
-from ..exceptions import ServerError
+from ..exceptions import AuthenticationError, ConfigurationError, ServerError, WandbSourceError
 from ..state import HistoryCursor
 from .client import RunGone, WandbClient, as_step
 from .history_plan import HistoryPlan, LiveWindow, plan_history
@@ -38,36 +46,94 @@ class HistoryChanged(ServerError):
     """A live page lacked steps W&B had just listed (the run changed while it was read)."""
 
 
+@dataclass(frozen=True)
+class FirstWindow:
+    """What a `HistoryBatch` answered for one run: its parquet listing, and the rows of the steps
+    `min_step` (inclusive) to `max_step` (exclusive), a window never wider than `samples`."""
+
+    urls: list[str]
+    live: list[int]
+    min_step: int
+    max_step: int
+    lines: list[str]
+
+    def covers(self, window: LiveWindow) -> bool:
+        return self.min_step <= window.min_step and window.max_step <= self.max_step
+
+
+class HistoryBatch:
+    """The first reads of several small runs of one project in one request (`WandbClient.history_batch`),
+    made when a worker reads the first of them and shared by the rest. A batch the server refuses leaves
+    each run to its own requests (one warning)."""
+
+    def __init__(self, client: WandbClient, entity: str, project: str, windows: dict[str, tuple[int, int]],
+                 samples: int) -> None:
+        self._client, self._entity, self._project = client, entity, project
+        self._windows, self._samples = windows, samples
+        self._answers: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def take(self, run: str) -> FirstWindow | None:
+        """The run's answer (once), None to read it alone; RunGone when W&B no longer has the run."""
+        with self._lock:
+            if self._answers is None:
+                self._answers = self._ask()
+            answer = self._answers.pop(run, False)
+        if answer is None:
+            raise RunGone(f"{self._entity}/{self._project}/{run}")
+        if answer is False:
+            return None
+        urls, live, lines = answer
+        return FirstWindow(urls, live, *self._windows[run], lines)
+
+    def _ask(self) -> dict[str, Any]:
+        try:
+            return dict(self._client.history_batch(self._entity, self._project, self._windows, self._samples))
+        except (AuthenticationError, ConfigurationError):
+            raise
+        except WandbSourceError as e:
+            logger.warning("W&B refused reading %d runs of %s/%s in one request (%s); they are read one by one",
+                           len(self._windows), self._entity, self._project, e)
+            return {}
+
+
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
                  page_size: int, window: StepWindow = StepWindow(),
                  columns: Callable[[list[str]], list[str]] | None = None,
-                 history_line_count: int | None = None) -> Iterator[list[dict[str, Any]] | pa.Table]:
+                 history_line_count: int | None = None,
+                 batch: HistoryBatch | None = None) -> Iterator[list[dict[str, Any]] | pa.Table]:
     """Batches newer than `cursor` (Arrow tables from parquet exports, Arrow tables or row lists from
     live pages); the whole history again after a rewind. Only steps inside `window` (min_step..max_step).
     `columns` picks the columns read from parquet exports. `history_line_count` (from the listing) says
-    whether a run with nothing exported or live has rows all the same (then it is scanned by step)."""
+    whether a run with nothing exported or live has rows all the same (then it is scanned by step).
+    `batch`: the run's first reads, when it is read together with other small runs."""
+    first = batch.take(run_key[2]) if batch is not None else None
     try:
-        yield from _read(client, run_key, cursor, page_size, window, columns, history_line_count)
+        yield from _read(client, run_key, cursor, page_size, window, columns, history_line_count, first)
     except Rewound:
         fresh = HistoryCursor(rewound=True)
-        yield from _read(client, run_key, fresh, page_size, window, columns, history_line_count)
+        yield from _read(client, run_key, fresh, page_size, window, columns, history_line_count, None)
         cursor.__dict__.update(fresh.__dict__)
 
 
 def _read(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
           window: StepWindow, columns: Callable[[list[str]], list[str]] | None,
-          history_line_count: int | None) -> Iterator[Any]:
-    urls, plan = _plan(client, run_key, cursor, page_size, window, history_line_count)
+          history_line_count: int | None, first: FirstWindow | None) -> Iterator[Any]:
+    urls, plan = _plan(client, run_key, cursor, page_size, window, history_line_count, first)
     if plan.rewound:
         raise Rewound()
     if plan.read_exports:
         yield from _read_exports(client, urls, plan, cursor, window, columns)
-    yield from _read_live(client, run_key, plan, cursor, window)
+    yield from _read_live(client, run_key, plan, cursor, window, first)
 
 
 def _plan(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor, page_size: int,
-          window: StepWindow, history_line_count: int | None) -> tuple[list[str], HistoryPlan]:
-    found = client.parquet_history(*run_key) if client.has_field("Run", "parquetHistory") else ([], None)
+          window: StepWindow, history_line_count: int | None,
+          first: FirstWindow | None) -> tuple[list[str], HistoryPlan]:
+    if first is not None:
+        found: tuple[list[str], list[int] | None] | None = (first.urls, first.live)
+    else:
+        found = client.parquet_history(*run_key) if client.has_field("Run", "parquetHistory") else ([], None)
     if found is None:
         raise RunGone("/".join(run_key))
     urls, live = found
@@ -112,14 +178,18 @@ def _read_parquet(data: bytes, columns: Callable[[list[str]], list[str]] | None)
 
 
 def _read_live(client: WandbClient, run_key: tuple[str, str, str], plan: HistoryPlan, cursor: HistoryCursor,
-               window: StepWindow) -> Iterator[Any]:
-    """The planned `HistoryPage` windows, in order. An answer that may have been sampled is split and
-    asked again; one that lacks a listed step fails the run (it is fetched again next load)."""
+               window: StepWindow, first: FirstWindow | None) -> Iterator[Any]:
+    """The planned `HistoryPage` windows, in order (from `first` when it covers one). An answer that may
+    have been sampled is split and asked again; one that lacks a listed step fails the run (it is fetched
+    again next load)."""
     verify = None if plan.verify_in_exports else plan.verify
     pending = collections.deque(plan.windows)
     while pending:
         live_window = pending.popleft()
-        lines = client.history_page(*run_key, live_window.min_step, live_window.max_step, live_window.samples)
+        if first is not None and first.covers(live_window):
+            lines: list[str] | None = first.lines  # a superset of the window's rows, never sampled
+        else:
+            lines = client.history_page(*run_key, live_window.min_step, live_window.max_step, live_window.samples)
         if lines is None:
             raise RunGone("/".join(run_key))
         page = _live_page(lines, live_window)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..convert.selection import StepWindow
 
@@ -126,3 +126,24 @@ def _windows(live: Optional[list[int]], start: int, end: int, page_size: int) ->
         out.append(LiveWindow(lo, hi, per_window + 1, tuple(chunk)))
         lo = hi
     return tuple(out)
+
+
+def batch_runs(runs: Sequence[tuple[Any, Optional[int], int]], page_size: int, max_runs: int) -> list[list[int]]:
+    """Which runs share one `HistoryBatch` request, as lists of indices into `runs`, each given as (project,
+    `historyLineCount`, last step loaded or -1). A run is batched when its new rows — and the last loaded
+    one, read again — fit one window by its count; a batch holds runs of one project, at most `max_runs`
+    of them and `page_size` expected rows. A new run with no rows needs no request and is left out."""
+    groups: list[list[int]] = []
+    rows = 0
+    for index, (project, count, last) in enumerate(runs):
+        if count is None or (last < 0 and count == 0):
+            continue
+        expected = max(1, count - (last + 1) + (last >= 0))
+        if expected > page_size - 1:
+            continue
+        if not groups or len(groups[-1]) >= max_runs or rows + expected > page_size or runs[groups[-1][0]][0] != project:
+            groups.append([])
+            rows = 0
+        groups[-1].append(index)
+        rows += expected
+    return groups

@@ -17,7 +17,8 @@ import pyarrow as pa
 from .. import settings, tables
 from ..api.client import WandbClient
 from ..api.events import read_events
-from ..api.history import read_history
+from ..api.history import HistoryBatch, read_history
+from ..api.history_plan import batch_runs
 from ..convert.columns import ColumnMap
 from ..convert.metrics import arrow_metric_tables, metric_tables
 from ..convert.run_objects import metric_axes_rows
@@ -75,6 +76,7 @@ class RunJob:
     history_line_count: Optional[int] = None
     events_line_count: Optional[int] = None
     events_url: Optional[str] = None  # the run's `wandb-events.jsonl`, when it has one
+    history_batch: Optional[HistoryBatch] = None  # read together with other small runs
     cursor: Union[HistoryCursor, EventsCursor, None] = field(default=None)
     sampled: Optional[bool] = None  # system metrics: True when W&B gave fewer samples than the run holds
 
@@ -104,7 +106,7 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
     project, window = f"{job.entity}/{job.project}", _read_window(selection, job)
     kept: list[Any] = []
     for batch in read_history(client, job.run_key, job.cursor, page_size, window, selection.columns(project),
-                              job.history_line_count):
+                              job.history_line_count, job.history_batch if window == StepWindow() else None):
         selection.observe(project, batch)
         batch = selection.apply(batch)
         if selection.window.last_steps:
@@ -115,6 +117,25 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
         yield from _history_tables(batch, job, columns)
     if job.cursor.rewound:
         yield from _tombstones(pipeline, job, "history", "_step", window)
+
+
+def batch_small_runs(client: WandbClient, jobs: list[RunJob], page_size: int) -> int:
+    """Give the runs whose new steps fit one window a shared `HistoryBatch` (`history_plan.batch_runs`:
+    up to 50 runs of a project and `page_size` expected rows per request, from the listing's
+    `historyLineCount`). A run that logged more than its count said costs requests of its own, no more.
+    Returns the number of batches."""
+    if not client.has_field("Run", "parquetHistory"):
+        return 0  # an older server: each run is scanned by step
+    lasts = [HistoryCursor.from_state(job.previous.cursor if job.previous else None).last_step for job in jobs]
+    groups = batch_runs([(job.run_key[:2], job.history_line_count, last) for job, last in zip(jobs, lasts)],
+                        page_size, settings.DETAIL_BATCH_SIZE)
+    for group in groups:
+        first = jobs[group[0]]
+        windows = {jobs[i].run_id: (max(0, lasts[i]), max(0, lasts[i]) + page_size) for i in group}
+        batch = HistoryBatch(client, first.entity, first.project, windows, page_size)
+        for i in group:
+            jobs[i].history_batch = batch
+    return len(groups)
 
 
 def _read_window(selection: Selection, job: RunJob) -> StepWindow:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import settings
+from ..api.history_plan import batch_runs
 from ..convert.runs import SIGNATURE
 from ..state import HistoryCursor, RunEntry, history_cursors, loaded_signatures, metadata_loaded
 
@@ -77,18 +78,15 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         else:
             continue
         changed_runs.append(node)
-        steps = _steps_to_fetch(node, cursors.get(key))
-        plan.steps += steps
-        if "history" in selected and (steps or (key not in cursors and node.get("historyLineCount") != 0)):
-            # parquet lookup + live windows (each lists at most page_size - 1 steps); none for a new run W&B
-            # says has no rows
-            plan.requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
-        # wandb-events.jsonl download, or the events read; none for a run W&B says has no samples
-        plan.requests += "system_metrics" in selected and node.get("eventsLineCount") != 0
-    # full runs, events file lookups (not for runs without samples): 50 runs per request
+        plan.steps += _steps_to_fetch(node, cursors.get(key))
+    if "history" in selected:
+        plan.requests += _history_requests(page, changed_runs, cursors, page_size)
+    # full runs: 50 per request
     plan.requests += ("runs" in selected) * math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
+    # events file lookups of 50, then per run the wandb-events.jsonl download or the events read; none for a
+    # run W&B says has no samples
     sampled = sum(node.get("eventsLineCount") != 0 for node in changed_runs)
-    plan.requests += ("system_metrics" in selected) * math.ceil(sampled / settings.DETAIL_BATCH_SIZE)
+    plan.requests += ("system_metrics" in selected) * (math.ceil(sampled / settings.DETAIL_BATCH_SIZE) + sampled)
     if "run_metadata" in selected:  # every listed run without metadata yet: lookups of 50, a download each
         todo = sum(f"{page['entity']}/{page['project']}/{node['name']}" not in metadata for node in page["runs"])
         plan.requests += math.ceil(todo / settings.DETAIL_BATCH_SIZE) + todo
@@ -96,6 +94,23 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         per_request = max(1, settings.ARTIFACTS_PER_REQUEST // (2 * settings.ARTIFACTS_NESTED_PAGE_SIZE))
         plan.requests += math.ceil(len(changed_runs) / per_request)
     return plan
+
+
+def _history_requests(page: dict[str, Any], changed: list[dict[str, Any]], cursors: dict[str, RunEntry],
+                      page_size: int) -> int:
+    """One request per batch of small runs (`history_plan.batch_runs`); for every other run a parquet
+    lookup and its live windows (each lists at most page_size - 1 steps); none for a new run with no rows."""
+    keys = [f"{page['entity']}/{page['project']}/{node['name']}" for node in changed]
+    lasts = [HistoryCursor.from_state(cursors[k].cursor).last_step if k in cursors else -1 for k in keys]
+    groups = batch_runs([(None, node.get("historyLineCount"), last) for node, last in zip(changed, lasts)],
+                        page_size, settings.DETAIL_BATCH_SIZE)
+    batched = {i for group in groups for i in group}
+    requests = len(groups)
+    for i, node in enumerate(changed):
+        steps = _steps_to_fetch(node, cursors.get(keys[i]))
+        if i not in batched and (steps or (keys[i] not in cursors and node.get("historyLineCount") != 0)):
+            requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
+    return requests
 
 
 def _steps_to_fetch(node: dict[str, Any], entry: Optional[RunEntry]) -> int:
