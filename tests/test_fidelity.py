@@ -276,3 +276,29 @@ def test_a_refused_batch_is_read_run_by_run(tmp_path, make_emulator, caplog):
     load(pipeline, emu, projects=["small"])
     assert assert_history_equals_emulator(pipeline, emu, project="small") == sum(len(r.history) for r in runs.values())
     assert len(emu.faults.requests("RunParquetHistory")) == sum(1 for r in runs.values() if len(r.history))
+
+
+def test_finished_runs_system_metrics_share_a_request_when_complete(tmp_path, make_emulator, monkeypatch):
+    """Finished runs with few samples are read together (`EventsBatch`); an answer is used only when it holds
+    every sample W&B counts for the run — a capped one (here 1,500 samples against a cap of 1,000) is not, and
+    that run is read from its wandb-events.jsonl. A running run is read on its own."""
+    from wandb_source import settings
+
+    monkeypatch.setattr(settings, "EVENTS_BATCH_SAMPLES", 5_000)  # so that the capped run is in a batch
+    emu = make_emulator(DatasetSpec(runs=12, steps=20), profile=PESSIMISTIC)
+    runs = list(emu.store.project(ENTITY, "demo").runs.values())
+    for i, run in enumerate(runs):
+        run.state = "running" if i == 0 else "finished"
+        run.events = [{"_timestamp": 1.7e9 + 15 * k, "system.cpu": float(k + i)} for k in range(30)]
+    capped = runs[1]
+    capped.events = [{"_timestamp": 1.7e9 + 15 * k, "system.cpu": k / 3} for k in range(1_500)]
+    pipeline = make_pipeline("duckdb", tmp_path)
+    load(pipeline, emu)
+    loaded = rows(pipeline, "system_metrics")
+    for run in runs:
+        got = sorted((r["_timestamp"].timestamp(), r["system_cpu"]) for r in loaded if r["run_id"] == run.name)
+        assert got == [(e["_timestamp"], e["system.cpu"]) for e in run.events], run.name
+    assert not any(r["_sampled"] for r in loaded)
+    assert len(emu.faults.requests("EventsBatch")) == 1
+    files = [r.variables.get("path", "") for r in emu.faults.requests("file") if "wandb-events" in r.variables.get("path", "")]
+    assert sorted(p.split("/")[-2] for p in files) == sorted([runs[0].name, capped.name])  # running; capped

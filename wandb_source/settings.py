@@ -9,6 +9,7 @@ PROJECTS_PAGE_SIZE = 50  # `api.projects()` (GetProjects, first: 50)
 SWEEPS_PAGE_SIZE = 50  # `api.sweeps()` (GetSweeps, first: 50)
 DETAIL_BATCH_SIZE = 50  # changed runs fetched in full per request (`name: {"$in": [...]}`), the SDK's full page
 HISTORY_PAGE_SIZE = 1000  # rows per HistoryPage window: `scan_history(page_size=1000)`
+EVENTS_BATCH_SAMPLES = 1000  # samples per request when finished runs' system metrics are read together
 EVENTS_SAMPLES = 1_000_000  # `events(samples:)` (only without wandb-events.jsonl): W&B caps it, we say so
 MAX_WORKERS = 8  # runs whose history (or metadata file) is fetched at the same time (wandb-core: 10 requests)
 ARTIFACTS_PAGE_SIZE = 100  # artifacts per run and direction on a follow-up page: `Run.logged_artifacts(per_page=100)`

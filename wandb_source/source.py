@@ -51,6 +51,7 @@ from .load.dlt_internals import active_pipeline
 from .load.jobs import (
     RunJob,
     TableBatches,
+    batch_small_event_runs,
     batch_small_runs,
     event_batches,
     history_batches,
@@ -336,6 +337,7 @@ def _system_metrics(client: WandbClient, max_workers: int, selection: Selection)
         _note_selection_change(state, selection)
         jobs = _jobs(listing, cursors)
         _find_events_files(client, jobs)
+        batch_small_event_runs(client, jobs)
         work = lambda job: event_batches(client, job, columns, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "system_metrics")
         yield from _metric_columns(columns, "system_metrics")
@@ -370,7 +372,7 @@ def _metric_columns(columns: ColumnMap, table: str) -> Iterator[Any]:
 def _jobs(listing: dict[str, Any], cursors: dict[str, Any]) -> list[RunJob]:
     return [RunJob(page["entity"], page["project"], n["name"], n[SIGNATURE],
                    RunEntry.from_state(cursors.get(_run_key_str(page, n["name"]))), n.get("historyLineCount"),
-                   n.get("eventsLineCount"))
+                   n.get("eventsLineCount"), state=n.get("state"))
             for page in listing["projects"] for n in _changed(page, cursors)]
 
 

@@ -250,6 +250,14 @@ class WandbClient(Transport):
         node = (self.query(queries.EVENTS, variables).get("project") or {}).get("run")
         return None if node is None else node.get("events") or []
 
+    def events_batch(self, entity: str, project: str, names: list[str]) -> dict[str, list[str] | None]:
+        """`events` of each run in `names` in one request; None for a run that is gone. Capped like `events`."""
+        variables: dict[str, Any] = {"entity": entity, "project": project, "samples": settings.EVENTS_SAMPLES}
+        variables.update({f"run{i}": name for i, name in enumerate(names)})
+        project_node = self.query(queries.events_batch(len(names)), variables).get("project") or {}
+        nodes = [project_node.get(f"run{i}") for i in range(len(names))]
+        return {name: None if node is None else list(node.get("events") or []) for name, node in zip(names, nodes)}
+
     def sweeps(self, entity: str, project: str) -> Iterator[dict[str, Any]]:
         document = queries.SWEEPS % {"fields": self.fields("Sweep", queries.SWEEP_FIELDS, ("name",))}
         variables = {"entity": entity, "project": project, "perPage": settings.SWEEPS_PAGE_SIZE}

@@ -1,4 +1,8 @@
-"""A run's system metrics: every sample from its `wandb-events.jsonl`, else W&B's capped `events` read."""
+"""A run's system metrics: every sample from its `wandb-events.jsonl`, else W&B's capped `events` read.
+
+A finished run with few samples is read with others in one request (`events_batch`); its answer is used
+only when it holds exactly the `eventsLineCount` samples W&B lists for the run (a capped answer holds fewer),
+else the run is read on its own."""
 
 from __future__ import annotations
 
@@ -7,18 +11,39 @@ from typing import Any, Optional, cast
 
 from dlt.common import logger
 
+from .. import settings
 from ..convert.metrics import parse_history_lines
+from .batch import RunBatch
 from .client import RunGone, WandbClient
+
+FINAL_STATES = ("finished", "crashed", "failed", "killed")  # no more samples will come
+
+
+def events_batch(client: WandbClient, entity: str, project: str, runs: list[str]) -> RunBatch:
+    """The `events` of several finished runs in one request (`WandbClient.events_batch`)."""
+    return RunBatch("system metrics", entity, project, runs, lambda: client.events_batch(entity, project, runs))
+
+
+def batched_size(state: str | None, line_count: int | None) -> int | None:
+    """A run's weight in an events batch, None for a run read on its own: one still running (its count may
+    be behind), without samples, or with more than one batch holds."""
+    if state not in FINAL_STATES or not line_count or line_count > settings.EVENTS_BATCH_SAMPLES:
+        return None
+    return line_count
 
 
 def read_events(client: WandbClient, run_key: tuple[str, str, str], after: float | None, url: str | None = None,
-                line_count: int | None = None) -> tuple[list[dict[str, Any]], bool | None]:
+                line_count: int | None = None, batch: RunBatch | None = None) -> tuple[list[dict[str, Any]], bool | None]:
     """System-metric samples newer than `after` (a `_timestamp`), and whether they are a sample of the
     run's: from the run file `wandb-events.jsonl` (every sample, as the SDK streamed it) when `url` is
     given, else from `events(samples:)`, which W&B caps: sampled when it returns fewer than `line_count`
-    (`eventsLineCount`), unknown (None) when W&B does not say how many there are."""
-    if url:
-        rows, sampled = parse_events_file(client.download(url)), cast(Optional[bool], False)
+    (`eventsLineCount`), unknown (None) when W&B does not say how many there are. `batch`: the run's
+    answer in an events batch, used when it holds all `line_count` samples."""
+    batched = batch.take(run_key[2]) if batch is not None else None
+    if batched is not None and len(batched) == line_count:
+        rows, sampled = parse_history_lines(batched), cast(Optional[bool], False)
+    elif url:
+        rows, sampled = parse_events_file(client.download(url)), False
     else:
         lines = client.events(*run_key)
         if lines is None:

@@ -7,7 +7,7 @@ the server's live pages also serve exported steps. A live page that lacks a step
 have been sampled, is never accepted: the window is split and asked again, or the run fails this load
 (and is fetched again next load) with the reason.
 
-Small runs are read together: a `HistoryBatch` asks, for up to 50 runs in one request, each run's parquet
+Small runs are read together: a history batch (`history_batch`) asks, for up to 50 runs in one request, each run's parquet
 listing and its first window of at most `samples` steps (which cannot hold more rows than `samples`, so it is
 never sampled). Each run's plan is then made from that listing as usual, and a planned window inside the
 prefetched one is answered from its rows — checked like any other answer; the rest is asked run by run.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import io
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +27,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dlt.common import logger
 
 from ..convert.metrics import lines_to_arrow, parse_history_lines
 from ..convert.selection import StepWindow
-from ..exceptions import AuthenticationError, ConfigurationError, ServerError, WandbSourceError
+from ..exceptions import ServerError
 from ..state import HistoryCursor
+from .batch import RunBatch
 from .client import RunGone, WandbClient, as_step
 from .history_plan import HistoryPlan, LiveWindow, plan_history
 
@@ -48,7 +47,7 @@ class HistoryChanged(ServerError):
 
 @dataclass(frozen=True)
 class FirstWindow:
-    """What a `HistoryBatch` answered for one run: its parquet listing, and the rows of the steps
+    """What a history batch answered for one run: its parquet listing, and the rows of the steps
     `min_step` (inclusive) to `max_step` (exclusive), a window never wider than `samples`."""
 
     urls: list[str]
@@ -61,47 +60,23 @@ class FirstWindow:
         return self.min_step <= window.min_step and window.max_step <= self.max_step
 
 
-class HistoryBatch:
-    """The first reads of several small runs of one project in one request (`WandbClient.history_batch`),
-    made when a worker reads the first of them and shared by the rest. A batch the server refuses leaves
-    each run to its own requests (one warning)."""
+def history_batch(client: WandbClient, entity: str, project: str, windows: dict[str, tuple[int, int]],
+                  samples: int) -> RunBatch:
+    """The first reads of several small runs in one request (`WandbClient.history_batch`): per run a
+    `FirstWindow`."""
+    def ask() -> dict[str, FirstWindow | None]:
+        found = client.history_batch(entity, project, windows, samples)
+        return {run: None if answer is None else FirstWindow(answer[0], answer[1], *windows[run], answer[2])
+                for run, answer in found.items()}
 
-    def __init__(self, client: WandbClient, entity: str, project: str, windows: dict[str, tuple[int, int]],
-                 samples: int) -> None:
-        self._client, self._entity, self._project = client, entity, project
-        self._windows, self._samples = windows, samples
-        self._answers: dict[str, Any] | None = None
-        self._lock = threading.Lock()
-
-    def take(self, run: str) -> FirstWindow | None:
-        """The run's answer (once), None to read it alone; RunGone when W&B no longer has the run."""
-        with self._lock:
-            if self._answers is None:
-                self._answers = self._ask()
-            answer = self._answers.pop(run, False)
-        if answer is None:
-            raise RunGone(f"{self._entity}/{self._project}/{run}")
-        if answer is False:
-            return None
-        urls, live, lines = answer
-        return FirstWindow(urls, live, *self._windows[run], lines)
-
-    def _ask(self) -> dict[str, Any]:
-        try:
-            return dict(self._client.history_batch(self._entity, self._project, self._windows, self._samples))
-        except (AuthenticationError, ConfigurationError):
-            raise
-        except WandbSourceError as e:
-            logger.warning("W&B refused reading %d runs of %s/%s in one request (%s); they are read one by one",
-                           len(self._windows), self._entity, self._project, e)
-            return {}
+    return RunBatch("history", entity, project, list(windows), ask)
 
 
 def read_history(client: WandbClient, run_key: tuple[str, str, str], cursor: HistoryCursor,
                  page_size: int, window: StepWindow = StepWindow(),
                  columns: Callable[[list[str]], list[str]] | None = None,
                  history_line_count: int | None = None,
-                 batch: HistoryBatch | None = None) -> Iterator[list[dict[str, Any]] | pa.Table]:
+                 batch: RunBatch | None = None) -> Iterator[list[dict[str, Any]] | pa.Table]:
     """Batches newer than `cursor` (Arrow tables from parquet exports, Arrow tables or row lists from
     live pages); the whole history again after a rewind. Only steps inside `window` (min_step..max_step).
     `columns` picks the columns read from parquet exports. `history_line_count` (from the listing) says

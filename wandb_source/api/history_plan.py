@@ -129,21 +129,28 @@ def _windows(live: Optional[list[int]], start: int, end: int, page_size: int) ->
 
 
 def batch_runs(runs: Sequence[tuple[Any, Optional[int], int]], page_size: int, max_runs: int) -> list[list[int]]:
-    """Which runs share one `HistoryBatch` request, as lists of indices into `runs`, each given as (project,
+    """Which runs share one history batch request, as lists of indices into `runs`, each given as (project,
     `historyLineCount`, last step loaded or -1). A run is batched when its new rows — and the last loaded
     one, read again — fit one window by its count; a batch holds runs of one project, at most `max_runs`
     of them and `page_size` expected rows. A new run with no rows needs no request and is left out."""
+    sizes = []
+    for project, count, last in runs:
+        expected = None if count is None or (last < 0 and count == 0) else max(1, count - (last + 1) + (last >= 0))
+        sizes.append((project, expected if expected is not None and expected <= page_size - 1 else None))
+    return group_runs(sizes, page_size, max_runs)
+
+
+def group_runs(runs: Sequence[tuple[Any, Optional[int]]], budget: int, max_runs: int) -> list[list[int]]:
+    """Consecutive runs, given as (project, size or None to leave a run out), in groups of one project with
+    at most `max_runs` runs and `budget` in size (indices into `runs`)."""
     groups: list[list[int]] = []
-    rows = 0
-    for index, (project, count, last) in enumerate(runs):
-        if count is None or (last < 0 and count == 0):
+    total = 0
+    for index, (project, size) in enumerate(runs):
+        if size is None or size > budget:
             continue
-        expected = max(1, count - (last + 1) + (last >= 0))
-        if expected > page_size - 1:
-            continue
-        if not groups or len(groups[-1]) >= max_runs or rows + expected > page_size or runs[groups[-1][0]][0] != project:
+        if not groups or len(groups[-1]) >= max_runs or total + size > budget or runs[groups[-1][0]][0] != project:
             groups.append([])
-            rows = 0
+            total = 0
         groups[-1].append(index)
-        rows += expected
+        total += size
     return groups

@@ -109,6 +109,18 @@ HISTORY_KEYS = """query RunHistoryKeys($entity: String!, $project: String!, $run
 # so only the fallback when the run has no `wandb-events.jsonl` file.
 EVENTS = """query RunEvents($entity: String!, $project: String!, $run: String!, $samples: Int) {
   project(name: $project, entityName: $entity) { run(name: $run) { events(samples: $samples) } } }"""
+# Several finished runs' `events` in one request, one alias per run (ours, as `history_batch`); an answer
+# is used only when it holds as many samples as the run's `eventsLineCount` (then it cannot be a sample).
+
+
+def events_batch(count: int) -> str:
+    """The `EventsBatch` document for `count` runs (variables `$run<i>`)."""
+    variables = ", ".join(f"$run{i}: String!" for i in range(count))
+    fields = "\n    ".join(f"run{i}: run(name: $run{i}) {{ name events(samples: $samples) }}" for i in range(count))
+    return f"""query EventsBatch($entity: String!, $project: String!, $samples: Int, {variables}) {{
+  project(name: $project, entityName: $entity) {{
+    {fields} }} }}"""
+
 
 # SDK `api.sweeps(path)` → GetSweeps (apis/_generated/operations.py).
 SWEEPS = """query GetSweeps($entity: String!, $project: String!, $cursor: String, $perPage: Int) {

@@ -15,10 +15,11 @@ import dlt
 import pyarrow as pa
 
 from .. import settings, tables
+from ..api.batch import RunBatch
 from ..api.client import WandbClient
-from ..api.events import read_events
-from ..api.history import HistoryBatch, read_history
-from ..api.history_plan import batch_runs
+from ..api.events import batched_size, events_batch, read_events
+from ..api.history import history_batch, read_history
+from ..api.history_plan import batch_runs, group_runs
 from ..convert.columns import ColumnMap
 from ..convert.metrics import arrow_metric_tables, metric_tables
 from ..convert.run_objects import metric_axes_rows
@@ -76,7 +77,9 @@ class RunJob:
     history_line_count: Optional[int] = None
     events_line_count: Optional[int] = None
     events_url: Optional[str] = None  # the run's `wandb-events.jsonl`, when it has one
-    history_batch: Optional[HistoryBatch] = None  # read together with other small runs
+    history_batch: Optional[RunBatch] = None  # read together with other small runs
+    events_batch: Optional[RunBatch] = None
+    state: Optional[str] = None  # W&B's run state when listed
     cursor: Union[HistoryCursor, EventsCursor, None] = field(default=None)
     sampled: Optional[bool] = None  # system metrics: True when W&B gave fewer samples than the run holds
 
@@ -120,7 +123,7 @@ def history_batches(client: WandbClient, job: RunJob, columns: ColumnMap, page_s
 
 
 def batch_small_runs(client: WandbClient, jobs: list[RunJob], page_size: int) -> int:
-    """Give the runs whose new steps fit one window a shared `HistoryBatch` (`history_plan.batch_runs`:
+    """Give the runs whose new steps fit one window a shared history batch (`history_plan.batch_runs`:
     up to 50 runs of a project and `page_size` expected rows per request, from the listing's
     `historyLineCount`). A run that logged more than its count said costs requests of its own, no more.
     Returns the number of batches."""
@@ -132,9 +135,22 @@ def batch_small_runs(client: WandbClient, jobs: list[RunJob], page_size: int) ->
     for group in groups:
         first = jobs[group[0]]
         windows = {jobs[i].run_id: (max(0, lasts[i]), max(0, lasts[i]) + page_size) for i in group}
-        batch = HistoryBatch(client, first.entity, first.project, windows, page_size)
+        batch = history_batch(client, first.entity, first.project, windows, page_size)
         for i in group:
             jobs[i].history_batch = batch
+    return len(groups)
+
+
+def batch_small_event_runs(client: WandbClient, jobs: list[RunJob]) -> int:
+    """Give finished runs with few samples a shared events batch (`api.events`: up to 50 runs of a project
+    and `EVENTS_BATCH_SAMPLES` samples per request). Returns the number of batches."""
+    sizes = [(job.run_key[:2], batched_size(job.state, job.events_line_count)) for job in jobs]
+    groups = group_runs(sizes, settings.EVENTS_BATCH_SAMPLES, settings.DETAIL_BATCH_SIZE)
+    for group in groups:
+        first = jobs[group[0]]
+        batch = events_batch(client, first.entity, first.project, [jobs[i].run_id for i in group])
+        for i in group:
+            jobs[i].events_batch = batch
     return len(groups)
 
 
@@ -164,7 +180,7 @@ def event_batches(client: WandbClient, job: RunJob, columns: ColumnMap,
     if job.events_line_count == 0:  # W&B says the run has no samples: no request
         job.cursor, job.sampled = EventsCursor(last), False
         return
-    rows, job.sampled = read_events(client, job.run_key, last, job.events_url, job.events_line_count)
+    rows, job.sampled = read_events(client, job.run_key, last, job.events_url, job.events_line_count, job.events_batch)
     job.cursor = EventsCursor(max((r["_timestamp"] for r in rows), default=last))
     selection.observe(f"{job.entity}/{job.project}", rows)
     rows = selection.apply(rows)

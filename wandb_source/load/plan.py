@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import settings
-from ..api.history_plan import batch_runs
+from ..api.events import batched_size
+from ..api.history_plan import batch_runs, group_runs
 from ..convert.runs import SIGNATURE
 from ..state import HistoryCursor, RunEntry, history_cursors, loaded_signatures, metadata_loaded
 
@@ -83,10 +84,8 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
         plan.requests += _history_requests(page, changed_runs, cursors, page_size)
     # full runs: 50 per request
     plan.requests += ("runs" in selected) * math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
-    # events file lookups of 50, then per run the wandb-events.jsonl download or the events read; none for a
-    # run W&B says has no samples
-    sampled = sum(node.get("eventsLineCount") != 0 for node in changed_runs)
-    plan.requests += ("system_metrics" in selected) * (math.ceil(sampled / settings.DETAIL_BATCH_SIZE) + sampled)
+    if "system_metrics" in selected:
+        plan.requests += _events_requests(changed_runs)
     if "run_metadata" in selected:  # every listed run without metadata yet: lookups of 50, a download each
         todo = sum(f"{page['entity']}/{page['project']}/{node['name']}" not in metadata for node in page["runs"])
         plan.requests += math.ceil(todo / settings.DETAIL_BATCH_SIZE) + todo
@@ -111,6 +110,16 @@ def _history_requests(page: dict[str, Any], changed: list[dict[str, Any]], curso
         if i not in batched and (steps or (keys[i] not in cursors and node.get("historyLineCount") != 0)):
             requests += 1 + max(1, math.ceil(steps / max(1, page_size - 1)))
     return requests
+
+
+def _events_requests(changed: list[dict[str, Any]]) -> int:
+    """Events file lookups of 50, a batch per group of finished runs with few samples (`api.events`), and
+    for every other run its wandb-events.jsonl download or events read; none for a run without samples."""
+    sampled = sum(node.get("eventsLineCount") != 0 for node in changed)
+    sizes = [(None, batched_size(node.get("state"), node.get("eventsLineCount"))) for node in changed]
+    groups = group_runs(sizes, settings.EVENTS_BATCH_SAMPLES, settings.DETAIL_BATCH_SIZE)
+    batched = sum(len(group) for group in groups)
+    return math.ceil(sampled / settings.DETAIL_BATCH_SIZE) + len(groups) + sampled - batched
 
 
 def _steps_to_fetch(node: dict[str, Any], entry: Optional[RunEntry]) -> int:
