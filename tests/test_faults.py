@@ -9,6 +9,7 @@ from wandb_source import ServerError
 from wandb_source.state import failed_runs
 
 FAST = dict(backoff_seconds=0.05, request_timeout=2)
+PER_RUN = dict(history_page_size=50)  # most demo runs then need more than one window: read run by run
 
 
 def finished_run(emu):
@@ -31,18 +32,20 @@ def finished_run(emu):
     dict(operation="GetSweeps", kind="non_json", times=2),
     dict(operation="HistoryPage", kind="hang", delay=4, times=1),  # slower than request_timeout (2 s)
     dict(operation="Runs", kind="slow", delay=3, times=1),  # answers after the timeout: retried
+    dict(operation="HistoryBatch", kind="status", status=503, times=2),  # small runs read together
+    dict(operation="EventsBatch", kind="drop", times=2),
 ], ids=lambda f: f"{f['operation']}-{f['kind']}-{f.get('status', '')}")
 def test_transient_faults_are_retried_and_the_load_is_exact(tmp_path, emulator, fault):
     emulator.faults.add(**fault)
     pipeline = make_pipeline("duckdb", tmp_path)
-    load(pipeline, emulator, **FAST)
+    load(pipeline, emulator, **FAST, **({} if "Batch" in fault["operation"] else PER_RUN))
     assert_history_equals_emulator(pipeline, emulator)
     assert all(rule.fired == rule.times for rule in emulator.faults.rules)
 
 
 def test_after_a_429_nothing_is_sent_before_retry_after(tmp_path, emulator):
     emulator.faults.add(operation="HistoryPage", kind="status", status=429, times=1, retry_after=2)
-    load(make_pipeline("duckdb", tmp_path), emulator, **FAST)
+    load(make_pipeline("duckdb", tmp_path), emulator, **FAST, **PER_RUN)
     log = emulator.faults.requests()
     answered = next(r.done for r in log if r.status == 429)
     after = sorted(r.at - answered for r in log if r.at > answered)
@@ -57,14 +60,14 @@ def test_a_graphql_error_not_marked_transient_fails_at_once(tmp_path, emulator):
     emulator.faults.add(operation="RunParquetHistory", kind="graphql_error", times=1000, match={"run": bad.name},
                         message="query complexity too high")
     pipeline = make_pipeline("duckdb", tmp_path)
-    load(pipeline, emulator, **FAST)
+    load(pipeline, emulator, **FAST, **PER_RUN)
     assert len([r for r in emulator.faults.requests("RunParquetHistory") if r.variables["run"] == bad.name]) == 1
     assert "query complexity too high" in failed_runs(pipeline.state)[f"emulator/demo/{bad.name}"]
 
 
 def test_retry_after_as_an_http_date_is_honoured(tmp_path, emulator):
     emulator.faults.add(operation="HistoryPage", kind="status", status=429, times=1, retry_after=2)
-    load(make_pipeline("duckdb", tmp_path), emulator, **FAST)
+    load(make_pipeline("duckdb", tmp_path), emulator, **FAST, **PER_RUN)
     limited = next(r for r in emulator.faults.requests("HistoryPage") if r.status == 429)
     later = [r.at - limited.done for r in emulator.faults.requests("HistoryPage") if r.at > limited.done + 0.1]
     assert later and min(later) > 1.9
@@ -86,13 +89,13 @@ def test_one_failing_run_does_not_cost_the_project(tmp_path, emulator):
     bad = finished_run(emulator)
     emulator.faults.add(operation="RunParquetHistory", kind="status", status=500, times=1000, match={"run": bad.name})
     pipeline = make_pipeline("duckdb", tmp_path)
-    load(pipeline, emulator, max_retries=1, **FAST)
+    load(pipeline, emulator, max_retries=1, **FAST, **PER_RUN)
     loaded = {r["run_id"] for r in rows(pipeline, "history")}
     assert bad.name not in loaded and len(loaded) >= 8
     assert list(failed_runs(pipeline.state)) == [f"emulator/demo/{bad.name}"]
 
     emulator.faults.clear()
-    load(pipeline, emulator, **FAST)
+    load(pipeline, emulator, **FAST, **PER_RUN)
     assert_history_equals_emulator(pipeline, emulator)
     assert not failed_runs(pipeline.state)
 
