@@ -14,7 +14,7 @@ from wandb_source.state import failed_runs, history_cursors
 def delete_on_first_history_request(monkeypatch, emulator, delete) -> list:
     """Call `delete()` (a change in the emulator) when the loader first asks for a run's history."""
     fired: list = []
-    original = WandbClient.parquet_history
+    original, original_batch = WandbClient.parquet_history, WandbClient.history_batch
 
     def parquet_history(self, entity, project, run):
         if not fired:
@@ -22,7 +22,14 @@ def delete_on_first_history_request(monkeypatch, emulator, delete) -> list:
             delete(run)
         return original(self, entity, project, run)
 
+    def history_batch(self, entity, project, windows, samples):  # small runs, read together
+        if not fired:
+            fired.append(next(iter(windows)))
+            delete(fired[0])
+        return original_batch(self, entity, project, windows, samples)
+
     monkeypatch.setattr(WandbClient, "parquet_history", parquet_history)
+    monkeypatch.setattr(WandbClient, "history_batch", history_batch)
     return fired
 
 
@@ -43,7 +50,7 @@ def test_run_deleted_between_listing_and_fetching(tmp_path, emulator, monkeypatc
     assert all(at is None for run_id, at in deleted.items() if run_id != gone)
 
 
-@pytest.mark.parametrize("when", ["runs_by_name", "parquet_history"])
+@pytest.mark.parametrize("when", ["runs_by_name", "history_batch"])
 def test_project_deleted_mid_load_costs_only_that_project(tmp_path, make_emulator, monkeypatch, when):
     """Deleted when the loader asks for its runs' details, or for their history."""
     emulator = make_emulator(DatasetSpec(projects=("demo", "doomed"), runs=4, steps=30))
@@ -57,6 +64,7 @@ def test_project_deleted_mid_load_costs_only_that_project(tmp_path, make_emulato
     monkeypatch.setattr(WandbClient, when, deleting)
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emulator, max_workers=1)
+    assert "doomed" not in emulator.store.entities["emulator"]  # it was deleted mid-load
     assert_history_equals_emulator(pipeline, emulator, project="demo")
     assert not failed_runs(pipeline.state)
     monkeypatch.undo()
