@@ -58,12 +58,29 @@ def work_ours(args: argparse.Namespace) -> dict:
     from wandb_source import wandb_source
 
     pipeline = _pipeline(args.destination, Path(args.workdir))
-    selection = {"history_include": args.select} if args.select else {}
+    selection: dict[str, Any] = {"history_include": args.select} if args.select else {}
+    if args.requests_per_minute:
+        selection["requests_per_minute"] = args.requests_per_minute
     source = wandb_source(entity="emulator", base_url=args.url, api_key=API_KEY, max_workers=args.workers,
                           **selection)
     received = _count_bytes()
     result = timed_load(pipeline, source)
-    return {**result, "mb": round(received[0] / 1e6, 1)}
+    return {**result, "mb": round(received[0] / 1e6, 1), **_state_bytes(pipeline)}
+
+
+def _state_bytes(pipeline: Any) -> dict:
+    """The pipeline's dlt state: bytes of the local state.json and of the destination's newest
+    `_dlt_pipeline_state` row (compressed, as dlt stores it), and the runs it tracks."""
+    from wandb_source.state import loaded_signatures
+
+    out = {"state_local": (Path(pipeline.working_dir) / "state.json").stat().st_size,
+           "tracked_runs": len(loaded_signatures(pipeline.state))}
+    if pipeline.destination.destination_name != "filesystem":
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name("_dlt_pipeline_state")
+            found = client.execute_sql(f"SELECT state FROM {table} ORDER BY version DESC LIMIT 1")
+            out["state_dest"] = len(found[0][0]) if found else 0
+    return out
 
 
 def _count_bytes() -> list[int]:
@@ -202,10 +219,13 @@ def control(url: str, action: str, body: dict | None = None) -> None:
     requests.post(f"{url}/_emulator/control/{action}", json=body or {}, timeout=3600).raise_for_status()
 
 
-def run_scenario(url: str, worker: str, workdir: Path, **extra: str) -> dict:
+OURS_OPTIONS: dict[str, Any] = {}  # options every `ours` scenario gets (--requests-per-minute)
+
+
+def run_scenario(url: str, worker: str, workdir: Path, **extra: Any) -> dict:
     requests.post(f"{url}/_emulator/control/clear_requests", json={}, timeout=60)
     cmd = [sys.executable, __file__, "--worker", worker, "--url", url, "--workdir", str(workdir)]
-    for key, value in extra.items():
+    for key, value in {**(OURS_OPTIONS if worker == "ours" else {}), **extra}.items():
         cmd += [f"--{key}", str(value)]
     env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false", "RUNTIME__LOG_LEVEL": "ERROR"}
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -242,6 +262,8 @@ def grow_ten_percent(url: str) -> int:
 
 
 def bench(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    if args.requests_per_minute:
+        OURS_OPTIONS["requests-per-minute"] = args.requests_per_minute
     proc, url = start_emulator(args)
     results: list[tuple[str, dict]] = []
     root = Path(tempfile.mkdtemp(prefix="wandb-bench-"))
@@ -294,14 +316,21 @@ def _drop_postgres(destinations: list[str]) -> None:
 def report(args: argparse.Namespace, results: list[tuple[str, dict]]) -> None:
     print(f"\n## size {args.size}, latency {args.latency * 1000:.0f} ms, "
           f"{'all live' if args.live else f'{args.parquet_fraction:.0%} of finished runs exported to parquet'}"
-          f"{f', rate limit {args.rate_limit}/s' if args.rate_limit else ''}, {args.workers} workers\n")
-    print("| scenario | wall s | history rows | rows/s | runs | requests (429) | MB received | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          f"{f', rate limit {args.rate_limit}/s' if args.rate_limit else ''}, {args.workers} workers"
+          f"{f', requests_per_minute {args.requests_per_minute:g}' if args.requests_per_minute else ''}\n")
+    print("| scenario | wall s | history rows | rows/s | runs | requests (429) | requests/run | MB received "
+          "| peak RSS MB | state KB per 1,000 runs (local / destination) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results:
         rate = r["rows"] / r["wall"] if r["rows"] else 0
         received = f"{r['mb']:,.1f}" if "mb" in r else ""
+        per_run = f"{r['requests'] / r['runs']:.2f}" if r["runs"] else ""
+        state = ""
+        if r.get("tracked_runs"):
+            per_k = 1000 / r["tracked_runs"] / 1024
+            state = f"{r['state_local'] * per_k:,.0f} / " + (f"{r['state_dest'] * per_k:,.0f}" if "state_dest" in r else "-")
         print(f"| {name} | {r['wall']:.1f} | {r['rows']:,} | {rate:,.0f} | {r['runs']:,} | "
-              f"{r['requests']:,} ({r['throttled']}) | {received} | {r['rss_mb']:.0f} |")
+              f"{r['requests']:,} ({r['throttled']}) | {per_run} | {received} | {r['rss_mb']:.0f} | {state} |")
     by = dict(results)
     ratios = []
     full = by.get("ours-duckdb")
@@ -335,6 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--destinations", type=lambda s: s.split(","), default=["duckdb", "postgres", "filesystem"])
     p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="baseline,floor")
     p.add_argument("--workers", type=int, default=8, help="runs fetched at once (default 8)")
+    p.add_argument("--requests-per-minute", type=float, help="the source's requests_per_minute (default: no cap)")
     p.add_argument("--offline", action="store_true",
                    help="also write the dataset as offline run logs with the wandb SDK and load them (--offline-dir)")
     # worker mode (internal)
