@@ -38,7 +38,8 @@ from wandb_source.load.runner import destination_name, run_load
 from wandb_source.state import failed_runs, sampled_runs
 
 PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
-TABLES = tuple(tables.TABLE_HINTS)  # every table the source loads, in the order the summary reports them
+# every table the source loads but its bookkeeping, in the order the summary reports them
+TABLES = tuple(t for t in tables.TABLE_HINTS if t != "run_cursors")
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
 
@@ -239,7 +240,7 @@ def show_source_progress(verbose: bool) -> None:
 def print_plan(pipeline: dlt.Pipeline, source) -> None:
     with contextlib.suppress(Exception):  # a destination not created yet: nothing loaded so far
         pipeline.sync_destination()  # the state of the last load may live only in the destination
-    plan = plan_load(source, pipeline.state)
+    plan = plan_load(source, pipeline)
     print(f"\nPlan (dry run: nothing is loaded) into {destination_name(pipeline)} dataset {pipeline.dataset_name}:")
     print(f"  {'project':<40} {'runs':>8} {'new':>8} {'changed':>8} {'steps':>12} {'requests':>9}")
     for p in plan.projects:

@@ -121,7 +121,7 @@ def test_resources_are_selectable(tmp_path, emulator):
     pipeline = make_pipeline("duckdb", tmp_path)
     source = wandb_source(entity=ENTITY, base_url=emulator.url, api_key=emulator.api_key).with_resources("runs")
     pipeline.run(source)
-    assert set(loaded_counts(pipeline)) == {"runs", "run_config", "run_summary", "metric_axes"}
+    assert set(loaded_counts(pipeline)) == {"runs", "run_config", "run_summary", "metric_axes", "run_cursors"}
     assert not {"HistoryPage", "HistoryBatch", "RunParquetHistory"} & set(emulator.faults.counts())
 
 

@@ -37,7 +37,7 @@ def test_the_dry_run_estimate_counts_every_request_of_a_load(tmp_path, make_emul
     for step in ("first load", "second load, one run grown"):
         emu.faults.clear_log()
         source = wandb_source(entity="emulator", base_url=emu.url, api_key=emu.api_key)
-        estimate = plan_load(source, pipeline.state).requests
+        estimate = plan_load(source, pipeline).requests
         emu.faults.clear_log()
         load(pipeline, emu)
         made = Counter(r.operation for r in emu.faults.requests())

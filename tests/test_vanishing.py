@@ -41,7 +41,7 @@ def test_run_deleted_between_listing_and_fetching(tmp_path, emulator, monkeypatc
     gone = fired[0]
     assert gone not in {r["run_id"] for r in rows(pipeline, "history")}
     assert_history_equals_emulator(pipeline, emulator)
-    assert not failed_runs(pipeline.state) and f"emulator/demo/{gone}" not in history_cursors(pipeline.state)
+    assert not failed_runs(pipeline.state) and f"emulator/demo/{gone}" not in history_cursors(pipeline)
 
     monkeypatch.undo()
     load(pipeline, emulator)  # the run is gone from the listing now: its row, if loaded, is marked

@@ -46,7 +46,7 @@ from .exceptions import (
     NotFoundError,
     ServerError,
 )
-from .load.destination import run_rows
+from .load.destination import cursor_rows, run_rows
 from .load.dlt_internals import active_pipeline
 from .load.jobs import (
     RunJob,
@@ -60,7 +60,20 @@ from .load.jobs import (
 )
 from .load.pool import DONE, in_parallel
 from .load.progress import Progress
-from .state import CURSORS, DIGESTS, FAILED, METADATA_LOADED, SAMPLED, SIGNATURES, RunEntry, run_key, signature_of
+from .state import (
+    CURSOR_TABLE,
+    DIGESTS,
+    FAILED,
+    KEPT_IN,
+    LEGACY_PATHS,
+    SAMPLED,
+    RunCursors,
+    RunEntry,
+    entries_of,
+    gone_rows,
+    run_key,
+    signature_of,
+)
 from .tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, TABLE_HINTS
 
 
@@ -254,7 +267,7 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
         (`updated_at` when W&B has it, `heartbeat_at`, state, row counts, tags, notes): a second load
         fetches in full only runs where one changed; runs gone from a complete listing get `deleted_at`
         (no rows are purged)."""
-        state = dlt.current.resource_state().setdefault(SIGNATURES, {})
+        state = _cursors("runs")
         for page in listing["projects"]:
             try:
                 yield from _project_runs(client, page, state, app_url)
@@ -264,8 +277,26 @@ def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResour
                 continue
             if track_deletions:
                 yield from _mark_deleted(page, state, {n["name"] for n in page["runs"]})
+        yield from _cursor_items(state)
 
     return runs
+
+
+def _cursors(resource: str) -> RunCursors:
+    """The resource's per-run entries, read from the destination's `run_cursors` once per load (those
+    dlt state still holds from before that table move to it: `state.py`)."""
+    state = dlt.current.resource_state()
+    legacy = state.pop(LEGACY_PATHS[resource], None) or {}
+    kept = entries_of(cursor_rows(active_pipeline(), resource)) if state.get(KEPT_IN) == CURSOR_TABLE else {}
+    state[KEPT_IN] = CURSOR_TABLE  # a refresh that wipes the state makes the next load ignore the rows
+    return RunCursors(resource, kept, legacy)
+
+
+def _cursor_items(cursors: RunCursors) -> Iterator[Any]:
+    """The entries set or removed during this load, as `run_cursors` rows of the same load package."""
+    rows = cursors.rows()
+    if rows:
+        yield table_item(CURSOR_TABLE, rows)
 
 
 def _project_runs(client: WandbClient, page: dict[str, Any], state: dict[str, Any], app_url: str) -> Iterator[Any]:
@@ -279,7 +310,9 @@ def _project_runs(client: WandbClient, page: dict[str, Any], state: dict[str, An
             state[_run_key_str(page, node["name"])] = listed.get(node["name"])
 
 
-def _mark_deleted(page: dict[str, Any], state: dict[str, Any], listed: set[Any]) -> Iterator[list[dict[str, Any]]]:
+def _mark_deleted(page: dict[str, Any], state: RunCursors, listed: set[Any]) -> Iterator[Any]:
+    """Runs gone from a complete listing: their `runs` row gets `deleted_at`, their cursors of every
+    resource are dropped (fetched in full should the run come back)."""
     prefix = f"{page['entity']}/{page['project']}/"
     gone = [k for k in state if k.startswith(prefix) and k[len(prefix):] not in listed]
     now = dt.datetime.now(dt.timezone.utc)
@@ -287,6 +320,7 @@ def _mark_deleted(page: dict[str, Any], state: dict[str, Any], listed: set[Any])
         run_id = key[len(prefix):]
         rows = run_rows(active_pipeline(), "runs", (page["entity"], page["project"], run_id))
         state.pop(key)
+        yield table_item(CURSOR_TABLE, gone_rows(key, other_than="runs"))
         for row in rows:
             row = {k: v for k, v in row.items() if not k.startswith("_dlt")}
             row["deleted_at"] = now
@@ -305,16 +339,17 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
         only for runs whose change signals moved; a rewound run is reloaded and its vanished steps
         deleted. A run that fails is listed in the resource state `failed` and retried next load."""
         state = dlt.current.resource_state()
-        cursors = state.setdefault(CURSORS, {})
+        cursors = _cursors("history")
         columns = ColumnMap(state.setdefault("columns", {}), OWN_METRIC_COLUMNS, max_columns,
                             dlt.current.source_schema().naming)
-        _note_selection_change(state, selection)
+        _note_selection_change(state, selection, bool(cursors))
         jobs = _jobs(listing, cursors)
         if selection.window == StepWindow():
             batch_small_runs(client, jobs, page_size)
         pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
         work = lambda job: history_batches(client, job, columns, page_size, pipeline, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "history")
+        yield from _cursor_items(cursors)
         yield from _metric_columns(columns, "history")
         _report_unmatched(selection)
 
@@ -331,25 +366,26 @@ def _system_metrics(client: WandbClient, max_workers: int, selection: Selection)
         the resource state `sampled`). Per-run cursor on `_timestamp`, fetched only for runs whose change
         signals moved."""
         state = dlt.current.resource_state()
-        cursors = state.setdefault(CURSORS, {})
+        cursors = _cursors("system_metrics")
         columns = ColumnMap(state.setdefault("columns", {}), OWN_SYSTEM_METRIC_COLUMNS,
                             settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
-        _note_selection_change(state, selection)
+        _note_selection_change(state, selection, bool(cursors))
         jobs = _jobs(listing, cursors)
         _find_events_files(client, jobs)
         batch_small_event_runs(client, jobs)
         work = lambda job: event_batches(client, job, columns, selection)  # noqa: E731
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "system_metrics")
+        yield from _cursor_items(cursors)
         yield from _metric_columns(columns, "system_metrics")
         _report_unmatched(selection)
 
     return system_metrics
 
 
-def _note_selection_change(state: dict[str, Any], selection: Selection) -> None:
+def _note_selection_change(state: dict[str, Any], selection: Selection, loaded_before: bool) -> None:
     """A changed selection applies from this load on; steps loaded before keep the old one."""
     previous, now = state.get("selection"), selection.fingerprint()
-    if previous is not None and previous != now and state.get("runs"):
+    if previous is not None and previous != now and loaded_before:
         logger.warning("the %s selection changed since the last load (%s -> %s): it applies to steps loaded "
                        "from now on; run with --full-refresh to reload everything with it", selection.keys.what,
                        previous, now)
@@ -434,13 +470,13 @@ def _note_sampled(job: RunJob, sampled: dict[str, Any]) -> None:
 
 
 def _run_metadata(client: WandbClient, max_workers: int) -> DltResource:
-    @dlt.transformer(name="run_metadata", write_disposition=MERGE, **TABLE_HINTS["run_metadata"])  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="run_metadata", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
     def run_metadata(listing: dict[str, Any]) -> Iterator[Any]:
         """One row per run from its `wandb-metadata.json` (host, os, python, gpu, gpu_count, git_remote,
         git_commit, program, args, ...), keyed (entity, project, run_id). Fetched once per run (files
         looked up 50 runs per request, downloaded `max_workers` at a time): a second load fetches it only
         for runs that had none yet (a run that has not uploaded it, or whose download failed)."""
-        loaded = dlt.current.resource_state().setdefault(METADATA_LOADED, {})
+        loaded = _cursors("run_metadata")
         for page in listing["projects"]:
             todo = [n["name"] for n in page["runs"] if _run_key_str(page, n["name"]) not in loaded]
             for start in range(0, len(todo), settings.DETAIL_BATCH_SIZE):
@@ -448,6 +484,7 @@ def _run_metadata(client: WandbClient, max_workers: int) -> DltResource:
                 if rows:
                     yield table_item("run_metadata", rows)
                 loaded.update((_run_key_str(page, row["run_id"]), True) for row in rows)
+        yield from _cursor_items(loaded)
 
     return run_metadata
 
@@ -471,13 +508,13 @@ def _metadata_rows(client: WandbClient, page: dict[str, Any], names: list[str], 
 
 
 def _artifacts(client: WandbClient) -> DltResource:
-    @dlt.transformer(name="artifacts", write_disposition=MERGE, **TABLE_HINTS["artifacts"])  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="artifacts", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
     def artifacts(listing: dict[str, Any]) -> Iterator[Any]:
         """Artifact versions each run logged (`direction` = output) and used (input): name, type, version,
         aliases, size, digest, created_at. Keyed (entity, project, run_id, direction, artifact_id); join
         on `name`/`version` or `digest` for lineage. At most 100 artifact versions per request (as the
         SDK's page), only for runs whose change signals moved since the last load."""
-        seen = dlt.current.resource_state().setdefault(SIGNATURES, {})
+        seen = _cursors("artifacts")
         for page in listing["projects"]:
             changed = _changed(page, seen)
             for start in range(0, len(changed), settings.DETAIL_BATCH_SIZE):
@@ -491,6 +528,7 @@ def _artifacts(client: WandbClient) -> DltResource:
                 if rows:
                     yield table_item("artifacts", rows)
                 seen.update((_run_key_str(page, n["name"]), n[SIGNATURE]) for n in batch)
+        yield from _cursor_items(seen)
 
     return artifacts
 

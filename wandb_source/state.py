@@ -1,19 +1,31 @@
 """The per-run state every part reads — change signatures, cursors, failed and sampled runs — typed, with
-where dlt keeps it spelled in this one module.
+where it is kept spelled in this one module.
 
-dlt commits a resource's state with the load package that holds its rows, so a cursor never runs ahead
-of the data, and restores it from the destination when the local pipeline folder is gone. Below
-`state["sources"]["wandb"]["resources"]`:
+Per-run entries grow with the runs, so they are not kept in dlt state (which dlt rewrites whole, locally and
+at the destination, at every load) but in the destination table `run_cursors`, one row per run and
+resource (`RunCursors`): read once per load, and written as rows of the same load package as the data they
+describe, so a cursor commits only with its data (a killed load's package is finished before the next one
+reads them). Entries, by resource:
 
-    runs            "updated_at": {run key: change signature}   (the name of the field it replaced)
-    artifacts       "updated_at": {run key: change signature}
-    history         "runs": {run key: [signature, last _step, its _timestamp]}
-                    "failed": {run key: reason}, "columns", "selection"
-    system_metrics  "runs": {run key: [signature, last _timestamp]}
-                    "failed": {run key: reason}, "sampled": {run key: note}, "columns", "selection"
-    run_metadata    "loaded": {run key: true}
+    runs            change signature
+    artifacts       change signature
+    history         [signature, last _step, its _timestamp]
+    system_metrics  [signature, last _timestamp]
+    run_metadata    true
+
+What stays in dlt state (committed with the package too), below `state["sources"]["wandb"]["resources"]`:
+
+    history         "failed": {run key: reason}, "columns", "selection"
+    system_metrics  "failed": {run key: reason}, "sampled": {run key: note}, "columns", "selection"
     projects        "digests": {entity/name: digest of the row}
     sweeps          "digests": {entity/project/sweep_id: digest of the row}
+
+Each of those resources marks its state with `"cursors_kept_in": "run_cursors"`: dlt's refresh modes and
+`dlt pipeline drop` wipe a resource's state, and a resource without the mark ignores the table's rows (so
+it loads everything again, as it did when its entries were in state).
+
+Before `run_cursors`, the entries were kept in dlt state (runs and artifacts "updated_at", history and
+system_metrics "runs", run_metadata "loaded"): a load reads those too, writes them to the table and drops them.
 
 The offline source (`logs/source.py`) keeps, in each of `runs`, `history`, `system_metrics` and
 `run_metadata`, which versions of which logs that table has read, so a load of some tables never
@@ -30,7 +42,8 @@ listing: when it differs from the one stored, the run is fetched again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -47,6 +60,11 @@ OPEN_LOGS = "open_logs"
 LAST_STEP = "last_step"
 COLUMNS = "columns"
 LOG_TABLES = ("runs", "history", "system_metrics", "run_metadata")  # the offline source's resources
+CURSOR_TABLE = "run_cursors"
+KEPT_IN = "cursors_kept_in"  # resource state: CURSOR_TABLE once the resource wrote there; dlt's refresh and
+# `dlt pipeline drop` wipe it with the resource's state, and the table's rows of that resource are then ignored
+LEGACY_PATHS = {"runs": SIGNATURES, "artifacts": SIGNATURES, "history": CURSORS, "system_metrics": CURSORS,
+                "run_metadata": METADATA_LOADED}  # where dlt state kept the entries before `run_cursors`
 
 
 def run_key(entity: str, project: str, run_id: str) -> str:
@@ -106,6 +124,70 @@ class RunEntry:
         return cls(value[0], list(value[1:]))
 
 
+class RunCursors(dict[str, Any]):
+    """One resource's entries {run key: entry}, as read at the start of a load; `rows()` gives the rows of
+    `run_cursors` for what was set or removed since (a removed run's row is deleted)."""
+
+    def __init__(self, resource: str, entries: Optional[Mapping[str, Any]] = None,
+                 legacy: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(entries or {})
+        self.resource = resource
+        self._set: set[str] = set()
+        self._removed: set[str] = set()
+        for key, value in dict(legacy or {}).items():  # kept in dlt state before: moved to the table
+            if key not in self:
+                self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._set.add(key)
+        self._removed.discard(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self._removed.add(key)
+            self._set.discard(key)
+        return super().pop(key, *default)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Rows for `run_cursors` of the entries set or removed since the last call."""
+        out = [_cursor_row(self.resource, key, self[key]) for key in sorted(self._set)]
+        out += [{**_cursor_row(self.resource, key, None), "_deleted": True} for key in sorted(self._removed)]
+        self._set.clear()
+        self._removed.clear()
+        return out
+
+
+def _cursor_row(resource: str, key: str, entry: Any) -> dict[str, Any]:
+    entity, project, run_id = key.split("/", 2)
+    return {"entity": entity, "project": project, "run_id": run_id, "resource": resource,
+            "signature": signature_of(entry), "entry": None if entry is None else json.dumps(entry)}
+
+
+def gone_rows(key: str, other_than: str) -> list[dict[str, Any]]:
+    """Rows deleting a run's entries of every resource but `other_than` (a run deleted in W&B)."""
+    return [{**_cursor_row(resource, key, None), "_deleted": True} for resource in LEGACY_PATHS if resource != other_than]
+
+
+def entries_of(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """{run key: entry} of `run_cursors` rows."""
+    return {run_key(r["entity"], r["project"], r["run_id"]): json.loads(r["entry"]) for r in rows if r.get("entry")}
+
+
+def run_cursors(pipeline: Any, resource: str) -> dict[str, Any]:
+    """{run key: entry} of `resource` as a pipeline's destination holds them (with entries still in its
+    dlt state from before `run_cursors`)."""
+    from .load.destination import cursor_rows  # the destination side reads the table
+
+    state = resources(pipeline.state).get(resource, {})
+    kept = entries_of(cursor_rows(pipeline, resource)) if state.get(KEPT_IN) == CURSOR_TABLE else {}
+    return {**state.get(LEGACY_PATHS[resource], {}), **kept}
+
+
 def resources(pipeline_state: Mapping[str, Any]) -> dict[str, Any]:
     """`state["sources"]["wandb"]["resources"]` of a pipeline's state (empty before the first load)."""
     return dict(pipeline_state.get("sources", {}).get(SOURCE, {}).get("resources", {}))
@@ -122,19 +204,19 @@ def sampled_runs(pipeline_state: Mapping[str, Any]) -> dict[str, str]:
     return dict(resources(pipeline_state).get("system_metrics", {}).get(SAMPLED, {}))
 
 
-def loaded_signatures(pipeline_state: Mapping[str, Any]) -> dict[str, Optional[str]]:
+def loaded_signatures(pipeline: Any) -> dict[str, Optional[str]]:
     """{run key: change signature} of the runs the `runs` table holds."""
-    return {key: signature_of(v) for key, v in resources(pipeline_state).get("runs", {}).get(SIGNATURES, {}).items()}
+    return {key: signature_of(v) for key, v in run_cursors(pipeline, "runs").items()}
 
 
-def history_cursors(pipeline_state: Mapping[str, Any]) -> dict[str, RunEntry]:
+def history_cursors(pipeline: Any) -> dict[str, RunEntry]:
     """{run key: RunEntry} of `history` (cursor: last _step, its _timestamp)."""
-    entries = resources(pipeline_state).get("history", {}).get(CURSORS, {})
-    return {key: entry for key, value in entries.items() if (entry := RunEntry.from_state(value)) is not None}
+    return {key: entry for key, value in run_cursors(pipeline, "history").items()
+            if (entry := RunEntry.from_state(value)) is not None}
 
 
-def metadata_loaded(pipeline_state: Mapping[str, Any]) -> set[str]:
-    return set(resources(pipeline_state).get("run_metadata", {}).get(METADATA_LOADED, {}))
+def metadata_loaded(pipeline: Any) -> set[str]:
+    return set(run_cursors(pipeline, "run_metadata"))
 
 
 def open_logs(pipeline_state: Mapping[str, Any], table: str = "history") -> dict[str, Any]:

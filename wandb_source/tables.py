@@ -59,4 +59,7 @@ TABLE_HINTS: dict[str, Any] = {
     "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
     "metric_columns": {"primary_key": ("table_name", "key", "kind"),
                        "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
+    # per run and resource, what was loaded: change signature and cursor (state.py, RunCursors)
+    "run_cursors": {"primary_key": (*RUN_KEY, "resource"),
+                    "columns": {**_typed("text", "resource", "signature", "entry"), **HARD_DELETE}},
 }

@@ -74,7 +74,7 @@ def _state_bytes(pipeline: Any) -> dict:
     from wandb_source.state import loaded_signatures
 
     out = {"state_local": (Path(pipeline.working_dir) / "state.json").stat().st_size,
-           "tracked_runs": len(loaded_signatures(pipeline.state))}
+           "tracked_runs": len(loaded_signatures(pipeline))}
     if pipeline.destination.destination_name != "filesystem":
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name("_dlt_pipeline_state")

@@ -4,6 +4,7 @@
   longer exist are deleted) or vanished from W&B (its row is kept and marked deleted). Any destination,
   through `pipeline.dataset()` (Delta tables through deltalake); nothing outside a pipeline.
 - `table_batches`: a whole loaded table as Arrow batches, for exports and plots.
+- `cursor_rows`: one resource's rows of `run_cursors` (the per-run cursors), read once per load.
 - `load_options`: `pipeline.run` options per destination (Delta tables, parquet via ADBC).
 - `duckdb_memory_limit`: DuckDB's memory cap for a schema's widest table.
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common import logger
 
 from .dlt_internals import delta_table
@@ -49,9 +51,44 @@ def _delta_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], column
     except Exception as e:  # noqa: BLE001 - not a delta table, or not written yet
         logger.info("could not open delta table %s: %s", table, e)
         return []
-    filters = [(name, "=", value) for name, value in zip(("entity", "project", "run_id"), run_key)]
     wanted = None if columns == "*" else [c.strip().strip('"') for c in columns.split(",")]
-    return delta.to_pyarrow_table(columns=wanted, filters=filters).to_pylist()
+    return _delta_where(delta, dict(zip(("entity", "project", "run_id"), run_key)), wanted).to_pylist()
+
+
+def _delta_where(delta: Any, equals: dict[str, str], columns: list[str] | None) -> pa.Table:
+    """Rows of a Delta table whose text columns equal `equals`, only `columns` (all: None). Filtered in
+    Arrow: deltalake's own filters fail on the `string_view` columns a Delta merge writes."""
+    read = None if columns is None else sorted({*columns, *equals})
+    table = delta.to_pyarrow_table(columns=read)
+    for name, value in equals.items():
+        table = table.filter(pc.equal(pc.cast(table[name], pa.string()), value))
+    return table if columns is None else table.select(columns)
+
+
+def cursor_rows(pipeline: Any, resource: str) -> list[dict[str, Any]]:
+    """`resource`'s rows of `run_cursors` (entity, project, run_id, entry); none before its first load. A
+    destination that cannot be read is reported and taken as holding none: everything is fetched again and
+    merged (no duplicates)."""
+    from ..state import CURSOR_TABLE
+
+    try:
+        if pipeline is None or CURSOR_TABLE not in pipeline.default_schema.tables:
+            return []
+    except Exception:  # noqa: BLE001 - no schema yet: the first load
+        return []
+    try:
+        if pipeline.destination.destination_name == "filesystem":
+            found = _delta_where(delta_table(pipeline, CURSOR_TABLE), {"resource": resource}, list(_CURSOR_COLUMNS))
+        else:
+            query = f"SELECT {', '.join(_CURSOR_COLUMNS)} FROM {CURSOR_TABLE} WHERE resource = {_literal(resource)}"
+            found = pipeline.dataset()(query).arrow()
+        return found.to_pylist()
+    except Exception as e:  # noqa: BLE001 - the table may not be loaded yet, or the destination is gone
+        logger.warning("could not read %s of %s (%s): its runs are fetched again", CURSOR_TABLE, resource, e)
+        return []
+
+
+_CURSOR_COLUMNS = ("entity", "project", "run_id", "entry")
 
 
 def table_batches(pipeline: Any, table: str, chunk_size: int = 100_000) -> Iterator[pa.Table]:

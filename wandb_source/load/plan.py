@@ -42,12 +42,12 @@ class LoadPlan:
         return self.overhead + sum(p.requests for p in self.projects)
 
 
-def plan_load(source: Any, pipeline_state: dict[str, Any],
+def plan_load(source: Any, pipeline: Any,
               history_page_size: int = settings.HISTORY_PAGE_SIZE) -> LoadPlan:
-    """The plan of every project of `source` (a `wandb_source`), given the pipeline's state (`pipeline.state`)."""
-    loaded_runs = loaded_signatures(pipeline_state)
-    cursors = history_cursors(pipeline_state)
-    metadata = metadata_loaded(pipeline_state)
+    """The plan of every project of `source` (a `wandb_source`), given what `pipeline` loaded so far."""
+    loaded_runs = loaded_signatures(pipeline)
+    cursors = history_cursors(pipeline)
+    metadata = metadata_loaded(pipeline)
     selected = set(source.selected_resources)
     (listing,) = list(source.resources["runs_listing"])
     plans = [_project_plan(page, loaded_runs, cursors, metadata, selected, history_page_size)
