@@ -113,7 +113,8 @@ def wandb_source(
         api_key: W&B API key. Default: WANDB_API_KEY, else the netrc entry for the server.
         filters: W&B run filter (Mongo-style, e.g. {"state": "finished"}) applied to runs and history.
         history_page_size: rows per history request.
-        max_workers: runs fetched at the same time.
+        max_workers: requests W&B gets at the same time, every table together (the tables are fetched
+            side by side, each with up to this many runs at once).
         max_retries: retries of a failing request (429, 5xx, timeouts) before the load fails.
         backoff_seconds: first wait between retries (doubles each time, with jitter); a 429's
             `Retry-After` wins.
@@ -260,7 +261,7 @@ def _run_key_str(page: dict[str, Any], run_id: str) -> str:
 
 
 def _runs(client: WandbClient, app_url: str, track_deletions: bool) -> DltResource:
-    @dlt.transformer(name="runs", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="runs", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
     def runs(listing: dict[str, Any]) -> Iterator[Any]:
         """One row per run, keyed (entity, project, run_id), with config and summary also as
         `run_config` / `run_summary` (one row per key). Incremental on each run's change signals
@@ -330,7 +331,7 @@ def _mark_deleted(page: dict[str, Any], state: RunCursors, listed: set[Any]) -> 
 
 def _history(client: WandbClient, page_size: int, max_workers: int, max_columns: int,
              selection: Selection) -> DltResource:
-    @dlt.transformer(name="history", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="history", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
     def history(listing: dict[str, Any]) -> Iterator[Any]:
         """One row per logged step, keyed (entity, project, run_id, _step), metrics as columns (keys
         past `max_history_columns` go to `history_long`). Full resolution from parquet exports and live
@@ -357,7 +358,7 @@ def _history(client: WandbClient, page_size: int, max_workers: int, max_columns:
 
 
 def _system_metrics(client: WandbClient, max_workers: int, selection: Selection) -> DltResource:
-    @dlt.transformer(name="system_metrics", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="system_metrics", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
     def system_metrics(listing: dict[str, Any]) -> Iterator[Any]:
         """W&B's system-metric samples (CPU, GPU, memory, network...) keyed (entity, project, run_id,
         _timestamp), narrowed by `system_metrics_include`/`system_metrics_exclude`. Every sample from the
@@ -449,7 +450,7 @@ def _run_jobs(jobs: list[Any], work: Any, max_workers: int, state: dict[str, Any
             cursors[job.key] = job.entry().to_state()
             failed.pop(job.key, None)
             _note_sampled(job, sampled)
-        elif isinstance(error, RunGone):
+        elif isinstance(error, (RunGone, NotFoundError)):  # deleted during the load: fetched in full if it returns
             cursors.pop(job.key, None)
         elif isinstance(error, (AuthenticationError, ConfigurationError)):
             raise error
@@ -470,7 +471,7 @@ def _note_sampled(job: RunJob, sampled: dict[str, Any]) -> None:
 
 
 def _run_metadata(client: WandbClient, max_workers: int) -> DltResource:
-    @dlt.transformer(name="run_metadata", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="run_metadata", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
     def run_metadata(listing: dict[str, Any]) -> Iterator[Any]:
         """One row per run from its `wandb-metadata.json` (host, os, python, gpu, gpu_count, git_remote,
         git_commit, program, args, ...), keyed (entity, project, run_id). Fetched once per run (files
@@ -498,7 +499,7 @@ def _metadata_rows(client: WandbClient, page: dict[str, Any], names: list[str], 
     def fetch(name: str) -> Optional[dict[str, Any]]:
         try:
             return metadata_row((page["entity"], page["project"], name), json.loads(client.download(urls[name])))
-        except (ServerError, ValueError) as e:
+        except (ServerError, NotFoundError, ValueError) as e:
             logger.warning("could not read %s of run %s: %s; retried on the next load", METADATA_FILE,
                            _run_key_str(page, name), e)
             return None
@@ -508,7 +509,7 @@ def _metadata_rows(client: WandbClient, page: dict[str, Any], names: list[str], 
 
 
 def _artifacts(client: WandbClient) -> DltResource:
-    @dlt.transformer(name="artifacts", write_disposition=MERGE)  # type: ignore[arg-type]  # dlt types it as a literal
+    @dlt.transformer(name="artifacts", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
     def artifacts(listing: dict[str, Any]) -> Iterator[Any]:
         """Artifact versions each run logged (`direction` = output) and used (input): name, type, version,
         aliases, size, digest, created_at. Keyed (entity, project, run_id, direction, artifact_id); join

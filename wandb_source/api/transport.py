@@ -26,7 +26,7 @@ from dlt.common import logger
 from requests.adapters import HTTPAdapter
 
 from .. import settings
-from ..exceptions import AuthenticationError, ConfigurationError, FilterRejectedError, ServerError
+from ..exceptions import AuthenticationError, ConfigurationError, FilterRejectedError, NotFoundError, ServerError
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 409, 410, 413, 422, 501}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -93,6 +93,7 @@ class Transport:
         self.gate = RateGate()
         self.pacer = Pacer(requests_per_minute)
         self.requests_made = 0
+        self._in_flight = threading.BoundedSemaphore(max(1, pool_size))  # every worker of every table together
         self._session = requests.Session()
         self._session.mount("http://", HTTPAdapter(pool_maxsize=pool_size + 4))
         self._session.mount("https://", HTTPAdapter(pool_maxsize=pool_size + 4))
@@ -116,8 +117,6 @@ class Transport:
     def _with_retries(self, call: Any, operation: str) -> Any:
         attempt = 0
         while True:
-            self.gate.wait()
-            self.pacer.wait()
             try:
                 return call()
             except _Retryable as e:
@@ -165,8 +164,11 @@ class Transport:
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         self.requests_made += 1
         try:
-            response = self._session.request(method, url, timeout=self.timeout, **kwargs)
-            _ = response.content  # read the whole body now: a truncated one raises here
+            with self._in_flight:  # then the gate: a request waiting for a slot still waits out a 429
+                self.gate.wait()
+                self.pacer.wait()
+                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+                _ = response.content  # read the whole body now: a truncated one raises here
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise _Retryable(type(e).__name__) from None
         self._note_rate_headers(response)
@@ -180,6 +182,8 @@ class Transport:
         if response.status_code in PERMANENT_STATUSES:
             if _is_graphql_body(response):
                 return response  # its `errors` say what is wrong
+            if response.status_code == 404 and method == "GET":  # a file deleted since it was listed (or its run)
+                raise NotFoundError(f"W&B no longer has {url} (HTTP 404)")
             raise ServerError(f"W&B answered HTTP {response.status_code} for {url}: {response.text[:200]}")
         if response.status_code >= 400:  # wandb-core retries every other failure status
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +27,19 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _in_own_thread(read: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a destination read on a thread of its own: dlt injects configuration contexts when it opens a
+    destination client, and on one of dlt's extract threads (tables are extracted in parallel) that would
+    replace the contexts of the pipeline's main thread."""
+    @functools.wraps(read)
+    def isolated(*args: Any, **kwargs: Any) -> Any:
+        with ThreadPoolExecutor(1, thread_name_prefix="wandb-destination") as pool:
+            return pool.submit(read, *args, **kwargs).result()
+
+    return isolated
+
+
+@_in_own_thread
 def run_rows(pipeline: Any, table: str, run_key: tuple[str, str, str], columns: str = "*") -> list[dict[str, Any]]:
     """Rows of `table` that belong to one run, as dicts (empty when unknown)."""
     try:
@@ -65,6 +80,7 @@ def _delta_where(delta: Any, equals: dict[str, str], columns: list[str] | None) 
     return table if columns is None else table.select(columns)
 
 
+@_in_own_thread
 def cursor_rows(pipeline: Any, resource: str) -> list[dict[str, Any]]:
     """`resource`'s rows of `run_cursors` (entity, project, run_id, entry); none before its first load. A
     destination that cannot be read is reported and taken as holding none: everything is fetched again and
