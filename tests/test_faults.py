@@ -101,13 +101,13 @@ def test_one_failing_run_does_not_cost_the_project(tmp_path, emulator):
 
 
 def test_requests_per_minute_keeps_a_load_under_the_servers_limit(tmp_path, make_emulator):
-    """Without the cap the demo load against 10 requests/s draws about 25 answers 429; with 540 a minute, none."""
+    """Without the cap the demo load against 10 requests/s draws answers 429; with 540 a minute, none."""
     emu = make_emulator(rate_limit=10)
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emu, requests_per_minute=540, **FAST)
     assert_history_equals_emulator(pipeline, emu)
     statuses = [r.status for r in emu.faults.requests()]
-    assert 429 not in statuses and len(statuses) > 50
+    assert 429 not in statuses and len(statuses) > 30  # enough that 10 a second would be exceeded
     arrivals = sorted(r.at for r in emu.faults.requests())
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * 60 / 540 * 0.95
 
