@@ -102,9 +102,9 @@ def duckdb_global_config(config: str) -> Iterator[None]:
 
 def repair_interrupted_normalize(pipeline: Any) -> list[str]:
     """Delete extracted packages whose normalized package was already committed; returns their ids."""
-    normalized = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
+    normalized = set(_listed(pipeline.list_normalized_load_packages)) | set(_listed(pipeline.list_completed_load_packages))
     repaired = []
-    for load_id in pipeline.list_extracted_load_packages():
+    for load_id in _listed(pipeline.list_extracted_load_packages):
         if load_id in normalized:
             shutil.rmtree(Path(pipeline.working_dir) / "normalize" / "extracted" / load_id)
             shutil.rmtree(Path(pipeline.working_dir) / "load" / "new" / load_id, ignore_errors=True)
@@ -112,6 +112,14 @@ def repair_interrupted_normalize(pipeline: Any) -> list[str]:
                            load_id)
             repaired.append(load_id)
     return repaired
+
+
+def _listed(packages: Any) -> list[str]:
+    """A package listing; empty when the process was killed before dlt created that folder."""
+    try:
+        return list(packages())
+    except FileNotFoundError:
+        return []
 
 
 def reset_interrupted_merges(pipeline: Any) -> list[str]:
