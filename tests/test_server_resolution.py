@@ -18,6 +18,8 @@ from wandb_source.api.credentials import DEFAULT_BASE_URL, app_url, default_base
 from wandb_source.api.transport import parse_retry_after
 
 ROOT = Path(__file__).resolve().parents[1]
+# Strings only: these tests compare how URLs are *resolved* (base URL, app URL, netrc host) with the installed
+# SDK's answer; nothing connects to them, and tests/no_network.py refuses any non-loopback connection anyway.
 URLS = ["https://api.wandb.ai", "https://api.wandb.ai/", "https://api.forge.coreweave.com",
         "https://forge.coreweave.com", "https://api.qa.wandb.ai", "https://api.wandb.test",
         "https://api.mycompany.example", "https://wandb.mycompany.example", "http://127.0.0.1:8080",

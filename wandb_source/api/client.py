@@ -210,7 +210,8 @@ class WandbClient(Transport):
     def history_batch(self, entity: str, project: str, windows: dict[str, tuple[int, int]],
                       samples: int) -> dict[str, tuple[list[str], list[int], list[str]] | None]:
         """For each run of `windows` ({run: (minStep, maxStep)}, each at most `samples` steps wide): its
-        parquet URLs, live steps and the rows of its window, in one request; None for a run that is gone."""
+        parquet URLs, live steps and the rows of its window, in one request; None for a run that is gone.
+        The fields are wandb-core's RunParquetHistory and HistoryPage (core/api/graphql), aliased per run."""
         names = list(windows)
         variables: dict[str, Any] = {"entity": entity, "project": project, "pageSize": samples}
         for i, name in enumerate(names):
@@ -251,7 +252,8 @@ class WandbClient(Transport):
         return None if node is None else node.get("events") or []
 
     def events_batch(self, entity: str, project: str, names: list[str]) -> dict[str, list[str] | None]:
-        """`events` of each run in `names` in one request; None for a run that is gone. Capped like `events`."""
+        """`events` of each run in `names` in one request; None for a run that is gone. Capped like `events`.
+        The field is the SDK's `Run.history(stream="system")` (apis/public/runs.py), aliased per run."""
         variables: dict[str, Any] = {"entity": entity, "project": project, "samples": settings.EVENTS_SAMPLES}
         variables.update({f"run{i}": name for i, name in enumerate(names)})
         project_node = self.query(queries.events_batch(len(names)), variables).get("project") or {}
