@@ -72,7 +72,8 @@ def retry_after_value(seconds: float, as_date: bool) -> str:
 
 
 class RateLimiter:
-    """A sliding one-second window: more than `per_second` requests in it answer 429."""
+    """A sliding one-second window: more than `per_second` requests in it answer 429. A request counts from
+    when it arrived (as a front-door limiter stamps it), not from when its handler got round to checking."""
 
     def __init__(self, per_second: float, retry_after_date: bool = False):
         self.per_second = per_second
@@ -80,8 +81,8 @@ class RateLimiter:
         self._times: list[float] = []
         self._lock = threading.Lock()
 
-    def check(self) -> tuple[bool, dict[str, str]]:
-        now = time.monotonic()
+    def check(self, arrived: float | None = None) -> tuple[bool, dict[str, str]]:
+        now = time.monotonic() if arrived is None else arrived
         with self._lock:
             self._times = [t for t in self._times if now - t < 1.0]
             limit = max(1, int(self.per_second))

@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(emu.faults.latency)
         headers: dict = {}
         if emu.faults.rate_limiter is not None:
-            allowed, headers = emu.faults.rate_limiter.check()
+            allowed, headers = emu.faults.rate_limiter.check(self.arrived_clock)
             if not allowed:
                 emu.faults.record(operation, variables, 429, self.arrived)
                 self._json(429, {"errors": [{"message": "rate limit exceeded"}]}, headers)
@@ -235,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ------------------------------------------------------------------------------
     def do_POST(self) -> None:  # noqa: N802
-        self.arrived = time.time()
+        self.arrived, self.arrived_clock = time.time(), time.monotonic()
         path = self.path.split("?", 1)[0]
         if path == "/graphql":
             self._graphql()
@@ -247,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"errors": [{"message": f"no route {path}"}]})
 
     def do_GET(self) -> None:  # noqa: N802
-        self.arrived = time.time()
+        self.arrived, self.arrived_clock = time.time(), time.monotonic()
         path = unquote(self.path.split("?", 1)[0])
         if path.startswith("/files/"):
             self._download("file", path[len("/files/"):])

@@ -70,12 +70,11 @@ class Pacer:
     def wait(self) -> None:
         if not self._interval:
             return
-        with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next)
-            self._next = at + self._interval
-        if at > now:
-            time.sleep(at - now)
+        with self._lock:  # held while sleeping: the next slot counts from when this request really left
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = time.monotonic() + self._interval
 
 
 class Transport:
