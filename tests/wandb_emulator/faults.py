@@ -80,6 +80,7 @@ class RateLimiter:
         self.retry_after_date = retry_after_date
         self._times: list[float] = []
         self._lock = threading.Lock()
+        self.send_headers = True  # False: a server (or proxy) that sends no RateLimit-* headers, only 429s
 
     def check(self, arrived: float | None = None) -> tuple[bool, dict[str, str]]:
         now = time.monotonic() if arrived is None else arrived
@@ -89,12 +90,11 @@ class RateLimiter:
             reset = 1.0 - (now - self._times[0]) if self._times else 1.0
             headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
             if len(self._times) >= limit:
-                headers["RateLimit-Remaining"] = "0"
-                headers["Retry-After"] = retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)
-                return False, headers
+                refused = {"Retry-After": retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)}
+                return False, {**headers, "RateLimit-Remaining": "0", **refused} if self.send_headers else refused
             self._times.append(now)
             headers["RateLimit-Remaining"] = str(limit - len(self._times))
-            return True, headers
+            return True, headers if self.send_headers else {}
 
 
 class Faults:

@@ -35,19 +35,50 @@ TRANSIENT_CODES = {"UNAVAILABLE", "TIMEOUT", "DEADLINE_EXCEEDED", "RATE_LIMITED"
 
 
 class RateGate:
-    """Shared by all threads: after a 429 or an exhausted window, nobody sends until it reopens."""
+    """Shared by all threads: nobody sends while it is closed (after a 429, for its `Retry-After`), nor more
+    than the server's last `RateLimit-Remaining` leaves of its window (`RateLimit-Reset` seconds), counting
+    every request sent after the one it answered as spent: a server that says how much is left is not made to
+    refuse (a 429 then only when something else spends the same key)."""
 
     def __init__(self) -> None:
         self._open_at = 0.0
+        self._left: float | None = None  # what the server's window still allows; None: it has not said
+        self._window_ends = self._reset = 0.0
+        self._sent = self._told_by = 0  # tickets: requests sent so far, the newest whose answer told _left
+        self._flying: set[int] = set()  # tickets not answered yet
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def enter(self) -> int:
+        """Wait until a request may be sent, count it as sent; returns its ticket for `leave`."""
         while True:
             with self._lock:
-                delay = self._open_at - time.monotonic()
-            if delay <= 0:
-                return
+                now = time.monotonic()
+                if self._left is not None and self._left < 1 and now >= self._window_ends:
+                    # the window has moved on, but a sliding one frees only what left it: one request
+                    # asks how much did, the others wait for its answer (or for another window)
+                    self._left, self._window_ends = 1, now + max(self._reset, 0.1)
+                delay = self._open_at - now
+                if delay <= 0 and self._left is not None and self._left < 1:
+                    delay = self._window_ends - now
+                if delay <= 0:
+                    self._sent += 1
+                    self._flying.add(self._sent)
+                    if self._left is not None:
+                        self._left -= 1
+                    return self._sent
             time.sleep(min(delay, 1.0))
+
+    def leave(self, ticket: int, remaining: float | None = None, reset: float | None = None) -> None:
+        """Request `ticket` came back (or failed), with the server's `RateLimit-Remaining` / `-Reset` if sent.
+        The server counted them when the request arrived: every request sent after it, answered or not, and
+        every one sent before it still unanswered may have arrived since, so all of those are spent. Only an
+        answer newer than the last that told updates the budget."""
+        with self._lock:
+            self._flying.discard(ticket)
+            if remaining is not None and reset is not None and ticket > self._told_by:
+                self._told_by, self._reset = ticket, reset
+                self._left = remaining - (self._sent - ticket) - sum(1 for t in self._flying if t < ticket)
+                self._window_ends = time.monotonic() + reset
 
     def close_for(self, seconds: float) -> None:
         with self._lock:
@@ -127,7 +158,7 @@ class Transport:
                     ) from None
                 if e.retry_after is not None:
                     wait = e.retry_after
-                    self.gate.close_for(wait)  # every worker waits, not only this one (gate.wait above)
+                    self.gate.close_for(wait)  # every worker waits, not only this one (gate.enter)
                 else:
                     wait = self._backoff(attempt)
                 logger.warning("W&B %s failed (%s); retry %d/%d in %.1fs", operation, e, attempt,
@@ -164,13 +195,15 @@ class Transport:
         self.requests_made += 1
         try:
             with self._in_flight:  # then the gate: a request waiting for a slot still waits out a 429
-                self.gate.wait()
-                self.pacer.wait()
-                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
-                _ = response.content  # read the whole body now: a truncated one raises here
+                ticket, response = self.gate.enter(), None
+                try:
+                    self.pacer.wait()
+                    response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+                    _ = response.content  # read the whole body now: a truncated one raises here
+                finally:
+                    self.gate.leave(ticket, *_rate_headers(response))
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise _Retryable(type(e).__name__) from None
-        self._note_rate_headers(response)
         if response.status_code == 429:
             raise _Retryable("HTTP 429", _retry_after(response))
         if response.status_code in (401, 403):
@@ -187,17 +220,6 @@ class Transport:
         if response.status_code >= 400:  # wandb-core retries every other failure status
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
         return response
-
-    def _note_rate_headers(self, response: requests.Response) -> None:
-        remaining = response.headers.get("RateLimit-Remaining")
-        reset = response.headers.get("RateLimit-Reset")
-        if remaining is not None and reset is not None:
-            try:
-                left, seconds = float(remaining), float(reset)
-            except ValueError:
-                return
-            if left <= 0:
-                self.gate.close_for(seconds)
 
 
 def user_agent() -> str:
@@ -242,6 +264,16 @@ def parse_retry_after(value: str) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _rate_headers(response: requests.Response | None) -> tuple[float | None, float | None]:
+    """`RateLimit-Remaining` and `RateLimit-Reset` (seconds), when the server sent both and they are numbers."""
+    if response is None:
+        return None, None
+    try:
+        return float(response.headers["RateLimit-Remaining"]), float(response.headers["RateLimit-Reset"])
+    except (KeyError, ValueError):
+        return None, None
 
 
 def _is_graphql_body(response: requests.Response) -> bool:
