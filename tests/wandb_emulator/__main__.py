@@ -20,6 +20,7 @@ SIZES = {
     "wide": dict(runs=20, steps=5000, metrics=500, awkward=False, vary_steps=False),
     "many-runs": dict(runs=10_000, steps=20, metrics=10, awkward=False, vary_steps=False),
     "5M-rows": dict(runs=1000, steps=5000, metrics=20, awkward=False, vary_steps=False),
+    "100k-runs": dict(runs=100_000, steps=3, metrics=2, awkward=False, vary_steps=False),
 }
 
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any free port; default 8765)")
     p.add_argument("--size", choices=sorted(SIZES), default="demo",
-                   help="dataset preset: demo (12 awkward runs), S, M, L, wide, many-runs, 5M-rows (default demo)")
+                   help="dataset preset: demo (12 awkward runs), S, M, L, wide, many-runs, 5M-rows, 100k-runs (default demo)")
     p.add_argument("--seed", type=int, default=0, help="data generator seed (default 0)")
     p.add_argument("--entity", default="emulator", help="entity that owns the projects (default emulator)")
     p.add_argument("--projects", default="demo", help="comma-separated project names (default demo)")
@@ -45,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="HistoryPage also serves steps already exported to parquet "
                         "(default: only the live tail, as wandb-core's reader expects)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request (default 0)")
-    p.add_argument("--rate-limit", type=float, help="requests per second before answering 429 (default none)")
+    p.add_argument("--rate-limit", type=float, help="requests per window before answering 429 (default none)")
+    p.add_argument("--rate-window", type=float, default=1.0,
+                   help="seconds of the sliding rate-limit window (default 1: --rate-limit is per second)")
     p.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key the server accepts")
     p.add_argument("--profile", choices=sorted(PROFILES), default=default_profile().name,
                    help="which reading of W&B's undocumented behaviour to serve (profile.py; default "
@@ -65,6 +68,7 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     emu = Emulator(spec_from_args(args), port=args.port, latency=args.latency, rate_limit=args.rate_limit,
+                   rate_window=args.rate_window,
                    api_key=args.api_key, history_page_serves_exported=args.pages_serve_exported,
                    profile=PROFILES[args.profile])
     print(json.dumps({"url": emu.url, "api_key": emu.api_key, "entity": args.entity}), flush=True)

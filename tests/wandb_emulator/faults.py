@@ -72,11 +72,12 @@ def retry_after_value(seconds: float, as_date: bool) -> str:
 
 
 class RateLimiter:
-    """A sliding one-second window: more than `per_second` requests in it answer 429. A request counts from
-    when it arrived (as a front-door limiter stamps it), not from when its handler got round to checking."""
+    """A sliding window of `window` seconds (default 1): more than `limit` requests in it answer 429. A
+    request counts from when it arrived (as a front-door limiter stamps it), not from when its handler got
+    round to checking."""
 
-    def __init__(self, per_second: float, retry_after_date: bool = False):
-        self.per_second = per_second
+    def __init__(self, limit: float, retry_after_date: bool = False, window: float = 1.0):
+        self.limit, self.window = limit, window
         self.retry_after_date = retry_after_date
         self._times: list[float] = []
         self._lock = threading.Lock()
@@ -85,9 +86,9 @@ class RateLimiter:
     def check(self, arrived: float | None = None) -> tuple[bool, dict[str, str]]:
         now = time.monotonic() if arrived is None else arrived
         with self._lock:
-            self._times = [t for t in self._times if now - t < 1.0]
-            limit = max(1, int(self.per_second))
-            reset = 1.0 - (now - self._times[0]) if self._times else 1.0
+            self._times = [t for t in self._times if now - t < self.window]
+            limit = max(1, int(self.limit))
+            reset = self.window - (now - self._times[0]) if self._times else self.window
             headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
             if len(self._times) >= limit:
                 refused = {"Retry-After": retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)}
@@ -100,10 +101,11 @@ class RateLimiter:
 class Faults:
     """The server's injection settings and its request log (thread-safe)."""
 
-    def __init__(self, latency: float = 0.0, rate_limit: float | None = None, retry_after_date: bool = False):
+    def __init__(self, latency: float = 0.0, rate_limit: float | None = None, retry_after_date: bool = False,
+                 rate_window: float = 1.0):
         self.latency = latency
         self.retry_after_date = retry_after_date
-        self.rate_limiter = RateLimiter(rate_limit, retry_after_date) if rate_limit else None
+        self.rate_limiter = RateLimiter(rate_limit, retry_after_date, rate_window) if rate_limit else None
         self.rules: list[FaultRule] = []
         self.log: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -118,8 +120,9 @@ class Faults:
         with self._lock:
             self.rules.clear()
 
-    def set_rate_limit(self, per_second: float | None) -> None:
-        self.rate_limiter = RateLimiter(per_second, self.retry_after_date) if per_second else None
+    def set_rate_limit(self, limit: float | None, window: float = 1.0) -> None:
+        """At most `limit` requests per sliding `window` seconds (None: no limit)."""
+        self.rate_limiter = RateLimiter(limit, self.retry_after_date, window) if limit else None
 
     def retry_after_value(self, seconds: float) -> str:
         return retry_after_value(seconds, self.retry_after_date)

@@ -55,7 +55,7 @@ class Emulator:
     def __init__(self, spec: DatasetSpec | None = None, *, port: int = 0, latency: float = 0.0,
                  rate_limit: float | None = None, api_key: str = DEFAULT_API_KEY,
                  history_page_serves_exported: bool = False, store: Store | None = None,
-                 profile: ServerProfile | None = None):
+                 profile: ServerProfile | None = None, rate_window: float = 1.0):
         self.api_key = api_key
         self.profile = profile or default_profile()
         self.store = store or Store({api_key: "emulator-user"},
@@ -63,7 +63,8 @@ class Emulator:
         self.store.updated_at_on_append = self.profile.updated_at_on_append
         if spec is not None:
             generate(self.store, spec)
-        self.faults = Faults(latency, rate_limit, retry_after_date=self.profile.retry_after_date)
+        self.faults = Faults(latency, rate_limit, retry_after_date=self.profile.retry_after_date,
+                             rate_window=rate_window)
         self.history_page_serves_exported = history_page_serves_exported
         self.schema = schema_for(self.profile.missing_fields)
         self.history_windows: list[tuple[int, int]] = []  # (rows held, samples) per HistoryPage
@@ -149,10 +150,18 @@ CONTROL_ACTIONS = {
     "add_fault": lambda emu, a: emu.faults.add(**a),
     "clear_faults": lambda emu, a: emu.faults.clear(),
     "set_latency": lambda emu, a: setattr(emu.faults, "latency", float(a["latency"])),
-    "set_rate_limit": lambda emu, a: emu.faults.set_rate_limit(a.get("per_second")),
+    "set_rate_limit": lambda emu, a: emu.faults.set_rate_limit(a.get("per_second"), a.get("window", 1.0)),
     "clear_requests": lambda emu, a: emu.faults.clear_log(),
     "warm": lambda emu, a: emu.warm(),
 }
+
+
+def _spans(log: list[Any]) -> dict[str, float]:
+    """Seconds from the first request's arrival to the last's, and from the first 429 to the last."""
+    def span(times: list[float]) -> float:
+        return max(times) - min(times) if times else 0.0
+
+    return {"all": span([r.at for r in log]), "refused": span([r.at for r in log if r.status == 429])}
 
 
 def _handler_for(emu: Emulator) -> type:
@@ -257,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, dict(self.emulator.faults.counts()))
         elif path == "/_emulator/requests/status":
             self._json(200, {str(k): v for k, v in Counter(r.status for r in self.emulator.faults.requests()).items()})
+        elif path == "/_emulator/requests/span":  # seconds from the first arrival to the last, and of the 429s
+            self._json(200, _spans(self.emulator.faults.requests()))
         elif path == "/_emulator/requests/full":
             self._json(200, [{"operation": r.operation, "variables": r.variables, "status": r.status,
                               "method": r.request[0], "path": r.request[1],

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import email.utils
 import json
 import random
@@ -36,16 +37,23 @@ TRANSIENT_CODES = {"UNAVAILABLE", "TIMEOUT", "DEADLINE_EXCEEDED", "RATE_LIMITED"
 
 class RateGate:
     """Shared by all threads: nobody sends while it is closed (after a 429, for its `Retry-After`), nor more
-    than the server's last `RateLimit-Remaining` leaves of its window (`RateLimit-Reset` seconds), counting
-    every request sent after the one it answered as spent: a server that says how much is left is not made to
-    refuse (a 429 then only when something else spends the same key)."""
+    than the server's last `RateLimit-Remaining` leaves of its window, counting every request sent after the
+    one it answered as spent: a server that says how much is left is not made to refuse (a 429 then only when
+    something else spends the same key).
+
+    When nothing is left, the next request waits for `RateLimit-Reset` — or less: with the server's
+    `RateLimit-Limit` L, the window cannot hold L requests once the L-th newest (counting those in flight)
+    was answered longer than a window ago (a sliding window frees a slot as its oldest request leaves it;
+    `RateLimit-Reset` counts whole seconds). Then one request asks what is left, the others wait for it."""
 
     def __init__(self) -> None:
         self._open_at = 0.0
         self._left: float | None = None  # what the server's window still allows; None: it has not said
-        self._window_ends = self._reset = 0.0
+        self._window_ends = self._window = 0.0  # when the server said its window resets; the longest reset
+        self._limit: float | None = None  # RateLimit-Limit
         self._sent = self._told_by = 0  # tickets: requests sent so far, the newest whose answer told _left
         self._flying: set[int] = set()  # tickets not answered yet
+        self._answered: collections.deque[float] = collections.deque(maxlen=10_000)  # when, newest last
         self._lock = threading.Lock()
 
     def enter(self) -> int:
@@ -53,13 +61,11 @@ class RateGate:
         while True:
             with self._lock:
                 now = time.monotonic()
-                if self._left is not None and self._left < 1 and now >= self._window_ends:
-                    # the window has moved on, but a sliding one frees only what left it: one request
-                    # asks how much did, the others wait for its answer (or for another window)
-                    self._left, self._window_ends = 1, now + max(self._reset, 0.1)
+                if self._left is not None and self._left < 1 and now >= self._frees_at():
+                    self._left, self._window_ends = 1, now + max(self._window, 0.1)  # one asks what is left
                 delay = self._open_at - now
                 if delay <= 0 and self._left is not None and self._left < 1:
-                    delay = self._window_ends - now
+                    delay = max(self._frees_at() - now, 0.005)
                 if delay <= 0:
                     self._sent += 1
                     self._flying.add(self._sent)
@@ -68,15 +74,26 @@ class RateGate:
                     return self._sent
             time.sleep(min(delay, 1.0))
 
-    def leave(self, ticket: int, remaining: float | None = None, reset: float | None = None) -> None:
-        """Request `ticket` came back (or failed), with the server's `RateLimit-Remaining` / `-Reset` if sent.
-        The server counted them when the request arrived: every request sent after it, answered or not, and
-        every one sent before it still unanswered may have arrived since, so all of those are spent. Only an
-        answer newer than the last that told updates the budget."""
+    def _frees_at(self) -> float:
+        """When the server's window has room again (at the latest when it said it resets)."""
+        if self._limit is None:
+            return self._window_ends
+        may_stay = int(self._limit) - len(self._flying)  # answered requests the window may still hold
+        if may_stay <= 0 or len(self._answered) < may_stay:
+            return self._window_ends
+        return min(self._window_ends, self._answered[-may_stay] + self._window)
+
+    def leave(self, ticket: int, remaining: float | None = None, reset: float | None = None,
+              limit: float | None = None) -> None:
+        """Request `ticket` came back (or failed), with the server's `RateLimit-Remaining`, `-Reset` and
+        `-Limit` if sent. The server counted them when the request arrived: every request sent after it,
+        answered or not, and every one sent before it still unanswered may have arrived since, so all of those
+        are spent. Only an answer newer than the last that told updates the budget."""
         with self._lock:
             self._flying.discard(ticket)
+            self._answered.append(time.monotonic())
             if remaining is not None and reset is not None and ticket > self._told_by:
-                self._told_by, self._reset = ticket, reset
+                self._told_by, self._window, self._limit = ticket, max(self._window, reset), limit
                 self._left = remaining - (self._sent - ticket) - sum(1 for t in self._flying if t < ticket)
                 self._window_ends = time.monotonic() + reset
 
@@ -89,9 +106,9 @@ class Pacer:
     """Spaces requests evenly to at most `requests_per_minute`, shared by every worker, so that a known
     per-key limit is kept before the server has to refuse (no cap when None).
 
-    Pacing from `RateLimit-Remaining` / `RateLimit-Reset` alone was tried and left out: spreading what is left
-    of a window over its rest is right for fixed windows but halves the throughput under a sliding one
-    (demo data, 10 requests/s: 17.2 s against 12.9 s with this cap, both without a 429)."""
+    For a server that sends no `RateLimit-*` headers (the `RateGate` paces from them when it does). Spreading
+    what is left of a window over its rest was tried and left out: right for fixed windows, it halves the
+    throughput under a sliding one (demo data, 10 requests/s: 17.2 s against 12.9 s with this cap)."""
 
     def __init__(self, requests_per_minute: float | None = None) -> None:
         self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
@@ -266,14 +283,19 @@ def parse_retry_after(value: str) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _rate_headers(response: requests.Response | None) -> tuple[float | None, float | None]:
-    """`RateLimit-Remaining` and `RateLimit-Reset` (seconds), when the server sent both and they are numbers."""
+def _rate_headers(response: requests.Response | None) -> tuple[float | None, float | None, float | None]:
+    """`RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Limit`: the first two when the
+    server sent both as numbers, the limit when it sent it too."""
     if response is None:
-        return None, None
+        return None, None, None
     try:
-        return float(response.headers["RateLimit-Remaining"]), float(response.headers["RateLimit-Reset"])
+        remaining, reset = float(response.headers["RateLimit-Remaining"]), float(response.headers["RateLimit-Reset"])
     except (KeyError, ValueError):
-        return None, None
+        return None, None, None
+    try:
+        return remaining, reset, float(response.headers["RateLimit-Limit"])
+    except (KeyError, ValueError):
+        return remaining, reset, None
 
 
 def _is_graphql_body(response: requests.Response) -> bool:
