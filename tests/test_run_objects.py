@@ -43,9 +43,12 @@ def test_run_metadata_is_every_runs_metadata_file_fetched_once(pipeline, emulato
 
 def test_a_metadata_file_that_fails_is_fetched_again_next_time(tmp_path, make_emulator):
     emu = make_emulator(DatasetSpec(projects=("demo",), runs=4, steps=5))
-    emu.faults.add(operation="file", status=404, times=1)
+    run = next(iter(server_runs(emu)))  # its metadata file, not another run file: tables are fetched side by side
+    emu.faults.add(operation="file", status=404, times=1,
+                   match={"path": f"{run.entity}/{run.project}/{run.name}/wandb-metadata.json"})
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emu)
+    assert emu.faults.rules[0].fired == 1
     assert len(rows(pipeline, "run_metadata")) == 3  # one download failed: that run only
     load(pipeline, emu)
     assert len(rows(pipeline, "run_metadata")) == 4

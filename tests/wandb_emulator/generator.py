@@ -71,7 +71,8 @@ def _base_time(spec: DatasetSpec) -> dt.datetime:
 
 def run_id_for(spec: DatasetSpec, project: str, index: int) -> str:
     digest = hashlib.sha1(f"{spec.seed}/{project}/{index}".encode()).hexdigest()
-    return format(int(digest[:12], 16), "x")[:8].rjust(8, "0")
+    width = 8 if spec.runs <= 10_000 else 12  # W&B's 8 characters collide among 100,000 runs
+    return format(int(digest[:12], 16), "x")[:width].rjust(width, "0")
 
 
 def _state(spec: DatasetSpec, index: int) -> str:
