@@ -125,3 +125,24 @@ def test_tests_cannot_connect_beyond_loopback():
 
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="never leave 127.0.0.1"):
         sock.connect(("203.0.113.7", 443))  # TEST-NET-3: refused before any packet is sent
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"RateLimit-Remaining": "3", "RateLimit-Reset": "1", "RateLimit-Limit": "10"}, (3.0, 1.0, 10.0)),
+    ({"RateLimit-Remaining": "3", "RateLimit-Reset": "1"}, (3.0, 1.0, None)),
+    ({"RateLimit-Remaining": "3", "RateLimit-Reset": "inf", "RateLimit-Limit": "10"}, (None, None, None)),
+    ({"RateLimit-Remaining": "nan", "RateLimit-Reset": "1"}, (None, None, None)),
+    ({"RateLimit-Remaining": "0", "RateLimit-Reset": "-5"}, (None, None, None)),
+    ({"RateLimit-Remaining": "0", "RateLimit-Reset": "999999", "RateLimit-Limit": "0"}, (0.0, 3600.0, None)),
+    ({"RateLimit-Remaining": "soon", "RateLimit-Reset": "1"}, (None, None, None)),
+])
+def test_ratelimit_headers_a_server_sends_wrong_are_ignored_or_bounded(headers, expected):
+    """A server's RateLimit-* headers pace the load; nonsense in them must never stall it (an infinite or
+    negative reset, NaN) or make it wait longer than an hour."""
+    import requests
+
+    from wandb_source.api.transport import _rate_headers
+
+    response = requests.Response()
+    response.headers.update(headers)
+    assert _rate_headers(response) == expected

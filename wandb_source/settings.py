@@ -24,6 +24,7 @@ MAX_RETRIES = 8
 BACKOFF_SECONDS = 1.0  # first wait; doubles each retry, with jitter
 MAX_BACKOFF_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 60.0
+MAX_RATE_RESET_SECONDS = 3600.0  # a longer RateLimit-Reset is read as this (an hourly window at most)
 
 # -- schema ----------------------------------------------------------------------------------
 # Postgres allows 1600 columns per table and ~8 KB per row; keys beyond this budget go to the

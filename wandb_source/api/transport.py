@@ -15,6 +15,7 @@ import base64
 import collections
 import email.utils
 import json
+import math
 import random
 import threading
 import time
@@ -284,18 +285,24 @@ def parse_retry_after(value: str) -> float | None:
 
 
 def _rate_headers(response: requests.Response | None) -> tuple[float | None, float | None, float | None]:
-    """`RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Limit`: the first two when the
-    server sent both as numbers, the limit when it sent it too."""
+    """`RateLimit-Remaining`, `RateLimit-Reset` (seconds, at most `MAX_RATE_RESET_SECONDS`) and
+    `RateLimit-Limit`: the first two when the server sent both as finite numbers, the limit when it sent a
+    positive one too. Anything else is ignored (the load is then paced by 429s alone)."""
     if response is None:
         return None, None, None
-    try:
-        remaining, reset = float(response.headers["RateLimit-Remaining"]), float(response.headers["RateLimit-Reset"])
-    except (KeyError, ValueError):
+    remaining, reset = _header_number(response, "RateLimit-Remaining"), _header_number(response, "RateLimit-Reset")
+    if remaining is None or reset is None or reset < 0:
         return None, None, None
+    limit = _header_number(response, "RateLimit-Limit")
+    return remaining, min(reset, settings.MAX_RATE_RESET_SECONDS), limit if limit and limit > 0 else None
+
+
+def _header_number(response: requests.Response, name: str) -> float | None:
     try:
-        return remaining, reset, float(response.headers["RateLimit-Limit"])
+        value = float(response.headers[name])
     except (KeyError, ValueError):
-        return remaining, reset, None
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _is_graphql_body(response: requests.Response) -> bool:
