@@ -306,6 +306,7 @@ def bench(args: argparse.Namespace) -> list[tuple[str, dict]]:
         if "floor" not in args.skip and (root / "requests.json").exists():
             results.append(("floor", run_scenario(url, "floor", root / "floor", requests=root / "requests.json",
                                                   workers=args.workers)))
+        if "changed-floor" not in args.skip and (root / "changed.json").exists():
             results.append(("changed-floor", run_scenario(url, "floor", root / "floor",
                                                           requests=root / "changed.json", workers=args.workers)))
         if "baseline" not in args.skip:
@@ -390,7 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the emulator's reading of W&B's undocumented behaviour (default pessimistic)")
     p.add_argument("--parquet-fraction", type=float, default=0.9, help="share of finished runs exported (default 0.9)")
     p.add_argument("--destinations", type=lambda s: s.split(","), default=["duckdb", "postgres", "filesystem"])
-    p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="baseline,floor")
+    p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="scenarios to leave out: baseline,floor,changed-floor")
     p.add_argument("--workers", type=int, default=8, help="runs fetched at once (default 8)")
     p.add_argument("--requests-per-minute", type=float, help="the source's requests_per_minute (default: no cap)")
     p.add_argument("--offline", action="store_true",
