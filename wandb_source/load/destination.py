@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,13 +28,17 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+_ONE_READ_AT_A_TIME = threading.Lock()
+
+
 def _in_own_thread(read: Callable[..., Any]) -> Callable[..., Any]:
     """Run a destination read on a thread of its own: dlt injects configuration contexts when it opens a
     destination client, and on one of dlt's extract threads (tables are extracted in parallel) that would
-    replace the contexts of the pipeline's main thread."""
+    replace the contexts of the pipeline's main thread. One read at a time: two tables opening the same
+    DuckDB file at once fail ("Unique file handle conflict"), which made a load fetch runs again."""
     @functools.wraps(read)
     def isolated(*args: Any, **kwargs: Any) -> Any:
-        with ThreadPoolExecutor(1, thread_name_prefix="wandb-destination") as pool:
+        with _ONE_READ_AT_A_TIME, ThreadPoolExecutor(1, thread_name_prefix="wandb-destination") as pool:
             return pool.submit(read, *args, **kwargs).result()
 
     return isolated
