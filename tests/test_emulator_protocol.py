@@ -349,3 +349,17 @@ def test_generated_rewound_run_is_a_second_branch():
     rows = list(run.history.rows())
     jumps = [b["_runtime"] - a["_runtime"] for a, b in zip(rows, rows[1:])]
     assert max(jumps) > 7000 and list(run.history.steps) == list(range(len(rows)))
+
+
+def test_a_name_filter_looked_up_answers_as_the_filter_does(emulator):
+    """The emulator's shortcut for `{"name": {"$in": [...]}}` (large projects) gives the runs the general
+    filter gives: names W&B lacks are left out, a repeated name counts once; other filters take the long way."""
+    from tests.wandb_emulator.graphql_api import _filtered_runs, _named_runs
+
+    project = emulator.store.project("emulator", "demo")
+    names = list(project.runs)
+    filters = json.dumps({"name": {"$in": [names[3], "no-such-run", names[0], names[3]]}})
+    assert {r.name for r in _named_runs(project, filters)} == {r.name for r in _filtered_runs(project, filters)}
+    assert len(_named_runs(project, filters)) == 2
+    assert _named_runs(project, json.dumps({"state": "finished"})) is None
+    assert _named_runs(project, json.dumps({"name": {"$in": names[:2]}, "state": "finished"})) is None
