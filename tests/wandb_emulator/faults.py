@@ -86,15 +86,17 @@ class RateLimiter:
     def check(self, arrived: float | None = None) -> tuple[bool, dict[str, str]]:
         now = time.monotonic() if arrived is None else arrived
         with self._lock:
+            # handlers may check out of arrival order: a request counts those that arrived before it
             self._times = [t for t in self._times if now - t < self.window]
+            counted = sorted(t for t in self._times if t <= now)
             limit = max(1, int(self.limit))
-            reset = self.window - (now - self._times[0]) if self._times else self.window
+            reset = self.window - (now - counted[0]) if counted else self.window
             headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
-            if len(self._times) >= limit:
+            if len(counted) >= limit:
                 refused = {"Retry-After": retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)}
                 return False, {**headers, "RateLimit-Remaining": "0", **refused} if self.send_headers else refused
             self._times.append(now)
-            headers["RateLimit-Remaining"] = str(limit - len(self._times))
+            headers["RateLimit-Remaining"] = str(limit - len(counted) - 1)
             return True, headers if self.send_headers else {}
 
 

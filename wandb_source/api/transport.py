@@ -38,14 +38,17 @@ TRANSIENT_CODES = {"UNAVAILABLE", "TIMEOUT", "DEADLINE_EXCEEDED", "RATE_LIMITED"
 
 class RateGate:
     """Shared by all threads: nobody sends while it is closed (after a 429, for its `Retry-After`), nor more
-    than the server's last `RateLimit-Remaining` leaves of its window, counting every request sent after the
-    one it answered as spent: a server that says how much is left is not made to refuse (a 429 then only when
+    than the server's last `RateLimit-Remaining` leaves of its window. The server counted its window when
+    that request arrived; every request that may have arrived since is spent too: those sent after it, and
+    those sent before it but answered (or still unanswered) after it was sent — they may have reached the
+    server later. So a server that says how much is left is not made to refuse (a 429 then comes only when
     something else spends the same key).
 
     When nothing is left, the next request waits for `RateLimit-Reset` — or less: with the server's
     `RateLimit-Limit` L, the window cannot hold L requests once the L-th newest (counting those in flight)
     was answered longer than a window ago (a sliding window frees a slot as its oldest request leaves it;
-    `RateLimit-Reset` counts whole seconds). Then one request asks what is left, the others wait for it."""
+    `RateLimit-Reset` counts whole seconds). Then one request asks what is left, the others wait for its
+    answer."""
 
     def __init__(self) -> None:
         self._open_at = 0.0
@@ -53,8 +56,9 @@ class RateGate:
         self._window_ends = self._window = 0.0  # when the server said its window resets; the longest reset
         self._limit: float | None = None  # RateLimit-Limit
         self._sent = self._told_by = 0  # tickets: requests sent so far, the newest whose answer told _left
-        self._flying: set[int] = set()  # tickets not answered yet
-        self._answered: collections.deque[float] = collections.deque(maxlen=10_000)  # when, newest last
+        self._flying: dict[int, float] = {}  # tickets not answered yet: when each was sent
+        self._answered: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)  # newest last
+        self._probe: int | None = None  # the ticket asking what is left after a spent window
         self._lock = threading.Lock()
 
     def enter(self) -> int:
@@ -62,14 +66,16 @@ class RateGate:
         while True:
             with self._lock:
                 now = time.monotonic()
-                if self._left is not None and self._left < 1 and now >= self._frees_at():
-                    self._left, self._window_ends = 1, now + max(self._window, 0.1)  # one asks what is left
                 delay = self._open_at - now
                 if delay <= 0 and self._left is not None and self._left < 1:
-                    delay = max(self._frees_at() - now, 0.005)
+                    frees_at = self._frees_at()
+                    if self._probe is None and now >= frees_at:
+                        self._left, self._probe = 1, self._sent + 1  # one asks what is left
+                    else:
+                        delay = max(frees_at - now, 0.005)
                 if delay <= 0:
                     self._sent += 1
-                    self._flying.add(self._sent)
+                    self._flying[self._sent] = now
                     if self._left is not None:
                         self._left -= 1
                     return self._sent
@@ -82,21 +88,32 @@ class RateGate:
         may_stay = int(self._limit) - len(self._flying)  # answered requests the window may still hold
         if may_stay <= 0 or len(self._answered) < may_stay:
             return self._window_ends
-        return min(self._window_ends, self._answered[-may_stay] + self._window)
+        return min(self._window_ends, self._answered[-may_stay][1] + self._window)
 
     def leave(self, ticket: int, remaining: float | None = None, reset: float | None = None,
               limit: float | None = None) -> None:
         """Request `ticket` came back (or failed), with the server's `RateLimit-Remaining`, `-Reset` and
-        `-Limit` if sent. The server counted them when the request arrived: every request sent after it,
-        answered or not, and every one sent before it still unanswered may have arrived since, so all of those
-        are spent. Only an answer newer than the last that told updates the budget."""
+        `-Limit` if sent. Only an answer newer than the last that told updates the budget."""
         with self._lock:
-            self._flying.discard(ticket)
-            self._answered.append(time.monotonic())
+            now = time.monotonic()
+            sent_at = self._flying.pop(ticket, now)
+            if ticket == self._probe:
+                self._probe = None
             if remaining is not None and reset is not None and ticket > self._told_by:
                 self._told_by, self._window, self._limit = ticket, max(self._window, reset), limit
-                self._left = remaining - (self._sent - ticket) - sum(1 for t in self._flying if t < ticket)
-                self._window_ends = time.monotonic() + reset
+                self._left = remaining - (self._sent - ticket) - self._earlier_since(ticket, sent_at)
+                self._window_ends = now + reset
+            self._answered.append((ticket, now))
+
+    def _earlier_since(self, ticket: int, sent_at: float) -> int:
+        """Requests sent before `ticket` that may have reached the server after it: unanswered, or answered
+        after it was sent."""
+        count = sum(1 for t in self._flying if t < ticket)
+        for t, answered_at in reversed(self._answered):
+            if answered_at <= sent_at:
+                break
+            count += t < ticket
+        return count
 
     def close_for(self, seconds: float) -> None:
         with self._lock:
