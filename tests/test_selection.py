@@ -142,6 +142,7 @@ def test_a_widened_selection_applies_from_the_next_load_and_full_refresh_reloads
     old = [r for (run, s), r in got.items() if s <= last]
     assert old and all(r.get("train_loss") is None for r in old)  # loaded before: as selected then
     assert any("history selection changed since the last load" in m for m in said)
+    assert not [m for m in said if "could not read" in m]  # run_cursors read back: no run fetched again as new
 
     source = wandb_source(entity=ENTITY, base_url=emulator.url, api_key=emulator.api_key)
     run_load(p, source, refresh="drop_sources")
