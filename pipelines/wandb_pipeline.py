@@ -6,8 +6,8 @@
     python pipelines/wandb_pipeline.py --offline-dir ./wandb   # local run logs, no server at all
 
 Pipeline `wandb_pipeline` (or --pipeline-name), dataset `wandb_data` (or --dataset). Exit code 0 on success, 1 on a failed
-load or bad option (one readable message), 2 when the load succeeded but some runs could not be
-fetched (they are retried next time).
+load or bad option value (one readable message), 2 on a usage error (argparse: unknown option, missing
+argument), 3 when the load succeeded but some runs could not be fetched (they are retried next time).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
 TABLES = tuple(t for t in tables.TABLE_HINTS if t != "run_cursors")
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
 
+
+PARTIAL_LOAD = 3  # exit code: loaded, but some runs could not be fetched (2 is argparse's usage error)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -275,7 +277,7 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
         print(f"\n{len(failed)} run(s) could not be fetched and will be retried on the next load:", file=sys.stderr)
         for key, reason in sorted(failed.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
-        return 2
+        return PARTIAL_LOAD
     return 0
 
 

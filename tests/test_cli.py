@@ -179,3 +179,20 @@ def test_a_second_checkout_is_told_where_the_pipeline_lives(tmp_path, emulator):
     assert "first run in" not in run_script(first, emulator, DLT_DATA_DIR=shared).stderr
     done = run_script(second, emulator, "--dry-run", DLT_DATA_DIR=shared)
     assert done.returncode == 0 and f"was first run in {first}" in done.stderr
+
+
+def test_exit_codes_tell_a_usage_error_from_a_partial_load(tmp_path, emulator):
+    """2 is argparse's usage error; a load that succeeded but could not fetch a run exits 3, naming it."""
+    cwd = project_dir(tmp_path, "duckdb")
+    usage = run_script(cwd, emulator, "--no-such-option")
+    assert usage.returncode == 2 and "unrecognized arguments" in usage.stderr, usage.stderr
+
+    bad = next(r for r in server_runs(emulator) if r.state == "finished" and r.export_bounds)
+    emulator.faults.add(operation="RunParquetHistory", kind="graphql_error", times=1000, match={"run": bad.name},
+                        message="query complexity too high")
+    partial = run_script(cwd, emulator, SOURCES__WANDB__HISTORY_PAGE_SIZE="50")  # read run by run
+    assert partial.returncode == 3 and f"emulator/demo/{bad.name}: " in partial.stderr, partial.stderr
+    assert "query complexity too high" in partial.stderr
+
+    emulator.faults.clear()
+    assert run_script(cwd, emulator).returncode == 0  # fetched again: nothing left to retry
