@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ PIPELINE_NAME, DATASET_NAME = "wandb_pipeline", "wandb_data"
 # every table the source loads but its bookkeeping, in the order the summary reports them
 TABLES = tuple(t for t in tables.TABLE_HINTS if t != "run_cursors")
 PROGRESS = ("log", "tqdm", "enlighten", "alive_progress", "none")
+PROGRESS_PACKAGES = {"tqdm": ("tqdm", "tqdm"), "enlighten": ("enlighten", "enlighten"),
+                     "alive_progress": ("alive_progress", "alive-progress")}  # module, what pip installs
 
 
 PARTIAL_LOAD = 3  # exit code: loaded, but some runs could not be fetched (2 is argparse's usage error)
@@ -181,6 +184,10 @@ def _entity_of(projects: list[str] | None) -> str | None:
 def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     options = {"destination": args.destination} if args.destination else {}
     progress = None if args.progress == "none" else args.progress
+    package = PROGRESS_PACKAGES.get(progress or "")
+    if package and importlib.util.find_spec(package[0]) is None:
+        raise ConfigurationError(f"--progress {progress} needs the {package[1]} package: pip install {package[1]} "
+                                 "(or use --progress log)")
     try:
         pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, progress=progress, **options)
     except UnknownDestinationModule:

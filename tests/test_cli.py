@@ -77,6 +77,7 @@ def test_filter_and_since_select_runs(tmp_path, emulator):
     (["--filter", "[1]"], "--filter must be a JSON object"),
     (["--since", "last tuesday"], "--since 'last tuesday' is not a date"),
     (["--destination", "nosuchdb"], "nosuchdb"),
+    (["--progress", "alive_progress"], "pip install alive-progress"),  # a display whose package is missing
 ])
 def test_bad_options_exit_1_with_one_paragraph(tmp_path, emulator, args, message):
     done = run_script(project_dir(tmp_path, "duckdb"), emulator, *args)
