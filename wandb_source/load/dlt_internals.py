@@ -139,7 +139,7 @@ def reset_interrupted_merges(pipeline: Any) -> list[str]:
     if not pipeline.destination or pipeline.destination.destination_name not in SQL_STAGING_DESTINATIONS:
         return []
     reset: list[str] = []
-    for load_id in pipeline.list_normalized_load_packages():
+    for load_id in _listed(pipeline.list_normalized_load_packages):
         package = Path(pipeline.working_dir) / "load" / "normalized" / load_id
         jobs = _jobs_by_table(package)
         if all(job.parent.name == "new_jobs" for table_jobs in jobs.values() for job in table_jobs):
