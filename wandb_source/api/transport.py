@@ -302,7 +302,9 @@ def parse_retry_after(value: str) -> float | None:
 
 
 def _rate_headers(response: requests.Response | None) -> tuple[float | None, float | None, float | None]:
-    """`RateLimit-Remaining`, `RateLimit-Reset` (seconds, at most `MAX_RATE_RESET_SECONDS`) and
+    """(wandb-core reads the same two headers the same way: core/internal/api/ratelimitheaders.go, non-negative
+    floats, and core/internal/api/ratelimittracker.go, which treats Remaining as an opaque quota unit.)
+    `RateLimit-Remaining`, `RateLimit-Reset` (seconds, at most `MAX_RATE_RESET_SECONDS`) and
     `RateLimit-Limit`: the first two when the server sent both as finite numbers, the limit when it sent a
     positive one too. Anything else is ignored (the load is then paced by 429s alone)."""
     if response is None:
