@@ -146,3 +146,43 @@ def test_ratelimit_headers_a_server_sends_wrong_are_ignored_or_bounded(headers, 
     response = requests.Response()
     response.headers.update(headers)
     assert _rate_headers(response) == expected
+
+
+def test_the_rate_gate_learns_what_a_request_costs_in_the_servers_opaque_quota():
+    """W&B's `RateLimit-Remaining` is a quota on a 0-1000 scale, not a count of requests: answers teach the
+    gate what a request of each operation costs; a refusal (whose Remaining is 0 whatever the request would
+    have cost) teaches nothing; once what is left is less than a request costs, that request waits for the
+    window while a cheaper one may go."""
+    import threading
+
+    from wandb_source.api.transport import RateGate
+
+    gate = RateGate()
+    gate.leave(gate.enter("Runs"), remaining=900, reset=1)
+    gate.leave(gate.enter("HistoryPage"), remaining=600, reset=1)
+    gate.leave(gate.enter("Runs"), remaining=500, reset=1)
+    assert (gate.cost("HistoryPage"), gate.cost("Runs"), gate.cost("RunEvents")) == (300, 100, 300)
+    gate.leave(gate.enter("HistoryPage"), remaining=200, reset=1)
+    gate.enter("Runs")  # 200 left: a runs page fits
+    entered = threading.Event()
+    threading.Thread(target=lambda: (gate.enter("HistoryPage"), entered.set()), daemon=True).start()
+    assert not entered.wait(0.5)  # 100 left: a history page waits for the window, not sent into a 429
+    assert entered.wait(1.5)  # then it asks what is left
+    gate.leave(gate._sent, remaining=0, reset=1, refused=True)
+    assert gate.cost("HistoryPage") == 300  # not 100 (what Remaining fell by)
+
+
+def test_a_remaining_that_never_falls_does_not_hold_requests_to_one_at_a_time():
+    """A proxy that sends a fixed `RateLimit-Remaining` teaches no cost: after a few answers an operation
+    goes side by side again."""
+    import threading
+
+    from wandb_source.api.transport import RateGate
+
+    gate = RateGate()
+    for _ in range(5):
+        gate.leave(gate.enter("HistoryPage"), remaining=1000, reset=60)
+    gate.enter("HistoryPage")
+    entered = threading.Event()
+    threading.Thread(target=lambda: (gate.enter("HistoryPage"), entered.set()), daemon=True).start()
+    assert entered.wait(1.0)

@@ -71,32 +71,55 @@ def retry_after_value(seconds: float, as_date: bool) -> str:
     return str(seconds)
 
 
-class RateLimiter:
-    """A sliding window of `window` seconds (default 1): more than `limit` requests in it answer 429. A
-    request counts from when it arrived (as a front-door limiter stamps it), not from when its handler got
-    round to checking."""
+# Reads that make W&B's database work hardest: a history or events page, a run file, a parquet export.
+HEAVY_OPERATIONS = frozenset({"HistoryPage", "HistoryBatch", "RunEvents", "EventsBatch", "file", "parquet"})
+QUOTA_SCALE = 1000.0  # W&B's docs: RateLimit-Remaining is "quota remaining (0-1000 scale)"
+HEAVY_COST = 3.0  # a heavy read costs this many light ones, under `quota_units`
 
-    def __init__(self, limit: float, retry_after_date: bool = False, window: float = 1.0):
-        self.limit, self.window = limit, window
+
+class RateLimiter:
+    """A sliding window of `window` seconds (default 1) that allows `limit` light requests. A request counts
+    from when it arrived (as a front-door limiter stamps it), not from when its handler got round to checking.
+
+    With `quota_units` (the pessimistic profile) the window is a quota of `QUOTA_SCALE` opaque units, as W&B
+    documents it (limited by database time; wandb-core's ratelimittracker.go converts the unit to requests
+    by estimate): a light request costs `QUOTA_SCALE / limit`, a heavy one `HEAVY_COST` times that,
+    `RateLimit-Remaining` is on the 0-1000 scale and no `RateLimit-Limit` is sent. Without it every request
+    costs 1 and `RateLimit-Limit` is `limit`."""
+
+    def __init__(self, limit: float, retry_after_date: bool = False, window: float = 1.0,
+                 quota_units: bool = False):
+        self.limit, self.window, self.quota_units = limit, window, quota_units
         self.retry_after_date = retry_after_date
-        self._times: list[float] = []
+        self.capacity = QUOTA_SCALE if quota_units else float(max(1, int(limit)))
+        self._arrivals: list[tuple[float, float]] = []  # (arrived, cost)
         self._lock = threading.Lock()
         self.send_headers = True  # False: a server (or proxy) that sends no RateLimit-* headers, only 429s
+        self.spent = 0.0  # units of every allowed request so far
 
-    def check(self, arrived: float | None = None) -> tuple[bool, dict[str, str]]:
+    def cost(self, operation: str) -> float:
+        if not self.quota_units:
+            return 1.0
+        return QUOTA_SCALE / self.limit * (HEAVY_COST if operation in HEAVY_OPERATIONS else 1.0)
+
+    def check(self, arrived: float | None = None, operation: str = "") -> tuple[bool, dict[str, str]]:
         now = time.monotonic() if arrived is None else arrived
+        cost = self.cost(operation)
         with self._lock:
             # handlers may check out of arrival order: a request counts those that arrived before it
-            self._times = [t for t in self._times if now - t < self.window]
-            counted = sorted(t for t in self._times if t <= now)
-            limit = max(1, int(self.limit))
-            reset = self.window - (now - counted[0]) if counted else self.window
-            headers = {"RateLimit-Limit": str(limit), "RateLimit-Reset": str(max(1, math.ceil(reset)))}
-            if len(counted) >= limit:
+            self._arrivals = [(t, c) for t, c in self._arrivals if now - t < self.window]
+            counted = sorted((t, c) for t, c in self._arrivals if t <= now)
+            used = sum(c for _, c in counted)
+            reset = self.window - (now - counted[0][0]) if counted else self.window
+            headers = {"RateLimit-Reset": str(max(1, math.ceil(reset)))}
+            if not self.quota_units:
+                headers["RateLimit-Limit"] = str(int(self.capacity))
+            if used + cost > self.capacity + 1e-9:
                 refused = {"Retry-After": retry_after_value(max(1, math.ceil(reset)), self.retry_after_date)}
                 return False, {**headers, "RateLimit-Remaining": "0", **refused} if self.send_headers else refused
-            self._times.append(now)
-            headers["RateLimit-Remaining"] = str(limit - len(counted) - 1)
+            self._arrivals.append((now, cost))
+            self.spent += cost
+            headers["RateLimit-Remaining"] = str(max(0, math.floor(self.capacity - used - cost + 1e-9)))
             return True, headers if self.send_headers else {}
 
 
@@ -104,10 +127,10 @@ class Faults:
     """The server's injection settings and its request log (thread-safe)."""
 
     def __init__(self, latency: float = 0.0, rate_limit: float | None = None, retry_after_date: bool = False,
-                 rate_window: float = 1.0):
+                 rate_window: float = 1.0, quota_units: bool = False):
         self.latency = latency
-        self.retry_after_date = retry_after_date
-        self.rate_limiter = RateLimiter(rate_limit, retry_after_date, rate_window) if rate_limit else None
+        self.retry_after_date, self.quota_units = retry_after_date, quota_units
+        self.rate_limiter = RateLimiter(rate_limit, retry_after_date, rate_window, quota_units) if rate_limit else None
         self.rules: list[FaultRule] = []
         self.log: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -123,8 +146,8 @@ class Faults:
             self.rules.clear()
 
     def set_rate_limit(self, limit: float | None, window: float = 1.0) -> None:
-        """At most `limit` requests per sliding `window` seconds (None: no limit)."""
-        self.rate_limiter = RateLimiter(limit, self.retry_after_date, window) if limit else None
+        """At most `limit` light requests per sliding `window` seconds (None: no limit)."""
+        self.rate_limiter = RateLimiter(limit, self.retry_after_date, window, self.quota_units) if limit else None
 
     def retry_after_value(self, seconds: float) -> str:
         return retry_after_value(seconds, self.retry_after_date)

@@ -15,6 +15,7 @@ the emulator behaved before: every exactness test runs under both (`WANDB_EMULAT
 | `hidden_pages` | every runs page is preceded by an empty page with `hasNextPage: true` | the same source, verified live |
 | `max_page_size` | `first` clamped to 100 | no server maximum is documented |
 | `retry_after_date` | `Retry-After` as an HTTP date | wandb-core parses both forms |
+| `quota_units` | under a rate limit, `RateLimit-Remaining` counts an opaque quota on a 0-1000 scale, a history, events or file read costs 3x a light one, no `RateLimit-Limit` | W&B's docs (limited by database time; "0-1000 scale"); wandb-core's ratelimittracker.go estimates requests per unit |
 | `missing_fields` | an older server: sweeps without `displayName`, `description`, `runCountExpected` | the SDK's legacy sweep fragment |
 
 `SDK` is the pessimistic profile less `hidden_pages` and `missing_fields`: the SDK's own runs listing stops
@@ -42,6 +43,7 @@ class ServerProfile:
     hidden_pages: bool = True
     max_page_size: int | None = 100
     retry_after_date: bool = True
+    quota_units: bool = True
     missing_fields: tuple[str, ...] = LEGACY_SWEEP_FIELDS  # "Type.field" absent from the schema
 
     def but(self, **changes: object) -> ServerProfile:
@@ -52,7 +54,7 @@ class ServerProfile:
 PESSIMISTIC = ServerProfile("pessimistic")
 CONVENIENT = ServerProfile("convenient", sample_history=False, events_cap=None, events_file=False,
                            updated_at_on_append=True, viewer_null_on_bad_key=False, hidden_pages=False,
-                           max_page_size=None, retry_after_date=False, missing_fields=())
+                           max_page_size=None, retry_after_date=False, quota_units=False, missing_fields=())
 SDK = PESSIMISTIC.but(name="sdk", hidden_pages=False, missing_fields=())
 PROFILES = {p.name: p for p in (PESSIMISTIC, CONVENIENT, SDK)}
 

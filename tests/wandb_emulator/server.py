@@ -64,7 +64,7 @@ class Emulator:
         if spec is not None:
             generate(self.store, spec)
         self.faults = Faults(latency, rate_limit, retry_after_date=self.profile.retry_after_date,
-                             rate_window=rate_window)
+                             rate_window=rate_window, quota_units=self.profile.quota_units)
         self.history_page_serves_exported = history_page_serves_exported
         self.schema = schema_for(self.profile.missing_fields)
         self.history_windows: list[tuple[int, int]] = []  # (rows held, samples) per HistoryPage
@@ -156,12 +156,15 @@ CONTROL_ACTIONS = {
 }
 
 
-def _spans(log: list[Any]) -> dict[str, float]:
-    """Seconds from the first request's arrival to the last's, and from the first 429 to the last."""
+def _spans(log: list[Any], limiter: Any) -> dict[str, float]:
+    """Seconds from the first request's arrival to the last's, and from the first 429 to the last; and the
+    quota the allowed requests spent, counted in light requests (= requests unless `quota_units`)."""
     def span(times: list[float]) -> float:
         return max(times) - min(times) if times else 0.0
 
-    return {"all": span([r.at for r in log]), "refused": span([r.at for r in log if r.status == 429])}
+    light = limiter.spent / limiter.cost("") if limiter is not None else float(len(log))
+    return {"all": span([r.at for r in log]), "refused": span([r.at for r in log if r.status == 429]),
+            "light_requests": light}
 
 
 def _handler_for(emu: Emulator) -> type:
@@ -206,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(emu.faults.latency)
         headers: dict = {}
         if emu.faults.rate_limiter is not None:
-            allowed, headers = emu.faults.rate_limiter.check(self.arrived_clock)
+            allowed, headers = emu.faults.rate_limiter.check(self.arrived_clock, operation)
             if not allowed:
                 emu.faults.record(operation, variables, 429, self.arrived)
                 self._json(429, {"errors": [{"message": "rate limit exceeded"}]}, headers)
@@ -267,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_emulator/requests/status":
             self._json(200, {str(k): v for k, v in Counter(r.status for r in self.emulator.faults.requests()).items()})
         elif path == "/_emulator/requests/span":  # seconds from the first arrival to the last, and of the 429s
-            self._json(200, _spans(self.emulator.faults.requests()))
+            self._json(200, _spans(self.emulator.faults.requests(), self.emulator.faults.rate_limiter))
         elif path == "/_emulator/requests/full":
             self._json(200, [{"operation": r.operation, "variables": r.variables, "status": r.status,
                               "method": r.request[0], "path": r.request[1],

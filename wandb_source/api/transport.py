@@ -17,6 +17,7 @@ import email.utils
 import json
 import math
 import random
+import statistics
 import threading
 import time
 from importlib import metadata
@@ -44,80 +45,139 @@ class RateGate:
     server later. So a server that says how much is left is not made to refuse (a 429 then comes only when
     something else spends the same key).
 
+    W&B's `RateLimit-Remaining` counts an opaque quota (documented as a 0-1000 scale, limited by database
+    time), not requests: as wandb-core's `core/internal/api/ratelimittracker.go` does, the gate learns what a
+    request costs from how far `Remaining` fell from one answer to the next — per operation (a history page
+    costs the database more than a runs page), the median of what it saw (a request that overtakes another
+    makes one sample too dear and the next too cheap), the dearest while it has seen few. An operation not
+    priced yet is sent one request at a time and taken to cost as much as the dearest priced.
+
     When nothing is left, the next request waits for `RateLimit-Reset` — or less: with the server's
-    `RateLimit-Limit` L, the window cannot hold L requests once the L-th newest (counting those in flight)
-    was answered longer than a window ago (a sliding window frees a slot as its oldest request leaves it;
-    `RateLimit-Reset` counts whole seconds). Then one request asks what is left, the others wait for its
-    answer."""
+    `RateLimit-Limit` (else the most its window was seen to hold), the window has room once the newest
+    requests that would fill it (counting those in flight) were answered longer than a window ago (a sliding
+    window frees a request's cost as it leaves; `RateLimit-Reset` counts whole seconds). Then one request asks
+    what is left, the others wait for its answer."""
 
     def __init__(self) -> None:
         self._open_at = 0.0
-        self._left: float | None = None  # what the server's window still allows; None: it has not said
+        self._left: float | None = None  # units the server's window still allows; None: it has not said
+        self._samples: dict[str, collections.deque[float]] = {}  # per operation: what its requests cost
+        self._costs: dict[str, float] = {}  # per operation: the median of its samples
+        self._answers: collections.Counter[str] = collections.Counter()  # per operation: answers (not 429s)
         self._window_ends = self._window = 0.0  # when the server said its window resets; the longest reset
-        self._limit: float | None = None  # RateLimit-Limit
+        self._limit: float | None = None  # RateLimit-Limit, else the most the window was seen to hold
+        self._most_held = 0.0  # the most Remaining said (less than the window holds by one request)
         self._sent = self._told_by = 0  # tickets: requests sent so far, the newest whose answer told _left
-        self._flying: dict[int, float] = {}  # tickets not answered yet: when each was sent
-        self._answered: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)  # newest last
+        self._told: float | None = None  # the last Remaining a cost can be learned from
+        self._answers_since_told = 0  # answers (not 429s) since it
+        self._flying: dict[int, tuple[float, str]] = {}  # tickets not answered yet: when sent, operation
+        self._answered: collections.deque[tuple[int, float, str]] = collections.deque(maxlen=10_000)
         self._probe: int | None = None  # the ticket asking what is left after a spent window
+        self._probe_refused = False  # the last probe was answered 429: the window frees slower than it said
         self._lock = threading.Lock()
+        self._answer_came = threading.Condition(self._lock)
 
-    def enter(self) -> int:
-        """Wait until a request may be sent, count it as sent; returns its ticket for `leave`."""
-        while True:
-            with self._lock:
-                now = time.monotonic()
+    def cost(self, operation: str) -> float:
+        """Units of `RateLimit-Remaining` a request of `operation` is taken to cost (1 until answers tell)."""
+        return self._costs.get(operation) or max(self._costs.values(), default=1.0)
+
+    def enter(self, operation: str = "") -> int:
+        """Wait until a request of `operation` may be sent, count it as sent; returns its ticket for `leave`.
+        A waiting thread looks again whenever an answer comes back (it may tell what is left)."""
+        with self._answer_came:
+            while True:
+                now, cost = time.monotonic(), self.cost(operation)
                 delay = self._open_at - now
-                if delay <= 0 and self._left is not None and self._left < 1:
-                    frees_at = self._frees_at()
+                if delay <= 0 and self._unlearned_in_flight(operation):
+                    delay = 0.005  # one request of an operation not priced yet at a time, till it is
+                elif delay <= 0 and self._left is not None and self._left < cost:
+                    frees_at = self._frees_at(cost)
                     if self._probe is None and now >= frees_at:
-                        self._left, self._probe = 1, self._sent + 1  # one asks what is left
+                        self._left, self._probe = cost, self._sent + 1  # one asks what is left
                     else:
                         delay = max(frees_at - now, 0.005)
                 if delay <= 0:
                     self._sent += 1
-                    self._flying[self._sent] = now
+                    self._flying[self._sent] = (now, operation)
                     if self._left is not None:
-                        self._left -= 1
+                        self._left -= cost
                     return self._sent
-            time.sleep(min(delay, 1.0))
+                self._answer_came.wait(min(delay, 1.0))
 
-    def _frees_at(self) -> float:
-        """When the server's window has room again (at the latest when it said it resets)."""
+    def _unlearned_in_flight(self, operation: str) -> bool:
+        """Under a quota that said what is left, a request of an operation whose cost is not known yet is
+        flying (a burst of them could cost far more than the gate counts) — for its first few answers only:
+        a server whose Remaining does not fall must not hold every operation to one request at a time."""
+        return (self._left is not None and operation not in self._costs and self._answers[operation] < 5
+                and any(op == operation for _, op in self._flying.values()))
+
+    def _frees_at(self, cost: float) -> float:
+        """When the server's window has room for `cost` again (at the latest when it said it resets): once
+        the newest answered requests that fill it beside those in flight have left it."""
+        ends = self._window_ends + (self._window if self._probe_refused else 0.0)
         if self._limit is None:
-            return self._window_ends
-        may_stay = int(self._limit) - len(self._flying)  # answered requests the window may still hold
-        if may_stay <= 0 or len(self._answered) < may_stay:
-            return self._window_ends
-        return min(self._window_ends, self._answered[-may_stay][1] + self._window)
+            return ends
+        room = self._limit - cost - sum(self.cost(op) for _, op in self._flying.values())
+        for _, answered_at, operation in reversed(self._answered):
+            room -= self.cost(operation)
+            if room < 0:
+                return min(ends, answered_at + self._window)
+        return ends
 
     def leave(self, ticket: int, remaining: float | None = None, reset: float | None = None,
-              limit: float | None = None) -> None:
+              limit: float | None = None, refused: bool = False) -> None:
         """Request `ticket` came back (or failed), with the server's `RateLimit-Remaining`, `-Reset` and
-        `-Limit` if sent. Only an answer newer than the last that told updates the budget."""
+        `-Limit` if sent; `refused` for a 429 (which spent nothing: its `Remaining` says too little was left,
+        not what it cost). Only an answer newer than the last that told updates the budget."""
         with self._lock:
             now = time.monotonic()
-            sent_at = self._flying.pop(ticket, now)
-            if ticket == self._probe:
+            sent_at, operation = self._flying.pop(ticket, (now, ""))
+            probing = ticket == self._probe
+            if probing:
                 self._probe = None
+            if not refused:
+                self._answers_since_told += 1
+                self._answers[operation] += 1
             if remaining is not None and reset is not None and ticket > self._told_by:
-                self._told_by, self._window, self._limit = ticket, max(self._window, reset), limit
-                self._left = remaining - (self._sent - ticket) - self._earlier_since(ticket, sent_at)
+                if probing:
+                    self._probe_refused = refused
+                if not refused:
+                    self._learn_cost(operation, remaining, now)
+                    self._most_held = max(self._most_held, remaining)
+                self._told_by, self._window = ticket, max(self._window, reset)
+                self._limit = limit if limit is not None else (self._most_held or None)
+                self._left = remaining - self._spent_since(ticket, sent_at)
                 self._window_ends = now + reset
-            self._answered.append((ticket, now))
+            self._answered.append((ticket, now, operation))
+            self._answer_came.notify_all()
 
-    def _earlier_since(self, ticket: int, sent_at: float) -> int:
-        """Requests sent before `ticket` that may have reached the server after it: unanswered, or answered
-        after it was sent."""
-        count = sum(1 for t in self._flying if t < ticket)
-        for t, answered_at in reversed(self._answered):
+    def _learn_cost(self, operation: str, remaining: float, now: float) -> None:
+        """When this is the only answer since the last that told, within one window, `Remaining` fell by what
+        this request cost (answers come back in about the order requests arrived)."""
+        fell = self._told - remaining if self._told is not None else 0.0
+        if fell > 0 and now < self._window_ends and self._answers_since_told == 1:  # (not if a slide freed)
+            samples = self._samples.setdefault(operation, collections.deque(maxlen=15))
+            samples.append(fell)  # a window that slid meanwhile makes it too cheap: the dearest of the first few
+            self._costs[operation] = statistics.median(samples) if len(samples) >= 5 else max(samples)
+        self._told, self._answers_since_told = remaining, 0
+
+    def _spent_since(self, ticket: int, sent_at: float) -> float:
+        """What the requests that may have reached the server after `ticket` cost: those sent after it, and
+        those sent before it, unanswered or answered after it was sent."""
+        spent = sum(self.cost(op) for _, op in self._flying.values())
+        for _, answered_at, operation in reversed(self._answered):
             if answered_at <= sent_at:
                 break
-            count += t < ticket
-        return count
+            spent += self.cost(operation)
+        return spent
 
     def close_for(self, seconds: float) -> None:
+        """A 429's `Retry-After`: nobody sends for `seconds`; then one request asks what is left (the budget
+        counted before the refusal was wrong)."""
         with self._lock:
             self._open_at = max(self._open_at, time.monotonic() + seconds)
+            if self._left is not None:
+                self._left = min(self._left, 0.0)
 
 
 class Pacer:
@@ -173,7 +233,8 @@ class Transport:
         variables = variables or {}
         body = json.dumps({"query": document, "variables": variables, "operationName": None}, allow_nan=False)
         filtered = variables.get("filters") is not None
-        return self._with_retries(lambda: self._post_graphql(body, filtered), _operation(document))
+        operation = _operation(document)
+        return self._with_retries(lambda: self._post_graphql(body, operation, filtered), operation)
 
     def download(self, url: str) -> bytes:
         """GET a file (parquet export, run file); the key is sent only to the W&B host itself."""
@@ -205,8 +266,8 @@ class Transport:
         base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
 
-    def _post_graphql(self, body: str, filtered: bool = False) -> dict[str, Any]:
-        response = self._send("POST", f"{self.base_url}/graphql", data=body,
+    def _post_graphql(self, body: str, operation: str, filtered: bool = False) -> dict[str, Any]:
+        response = self._send("POST", f"{self.base_url}/graphql", operation, data=body,
                               headers={"Content-Type": "application/json"})
         try:
             payload = json.loads(response.content)  # stdlib: 2x faster than requests' simplejson here
@@ -221,22 +282,23 @@ class Transport:
     def _get(self, url: str) -> bytes:
         same_host = urlparse(url).netloc == urlparse(self.base_url).netloc
         headers = None if same_host else {"Authorization": None}  # never leak the key elsewhere
-        response = self._send("GET", url, headers=headers)
+        response = self._send("GET", url, "download", headers=headers)
         if response.status_code >= 400:  # a JSON error body is not the file
             raise ServerError(f"W&B answered HTTP {response.status_code} for {url}: {response.text[:200]}")
         return response.content
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, operation: str, **kwargs: Any) -> requests.Response:
         self.requests_made += 1
         try:
             with self._in_flight:  # then the gate: a request waiting for a slot still waits out a 429
-                ticket, response = self.gate.enter(), None
+                ticket, response = self.gate.enter(operation), None
                 try:
                     self.pacer.wait()
                     response = self._session.request(method, url, timeout=self.timeout, **kwargs)
                     _ = response.content  # read the whole body now: a truncated one raises here
                 finally:
-                    self.gate.leave(ticket, *_rate_headers(response))
+                    self.gate.leave(ticket, *_rate_headers(response),
+                                    refused=response is not None and response.status_code == 429)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise _Retryable(type(e).__name__) from None
         if response.status_code == 429:
