@@ -74,7 +74,7 @@ from .state import (
     run_key,
     signature_of,
 )
-from .tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, TABLE_HINTS
+from .tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, TABLE_HINTS, with_storage_hints
 
 
 @dlt.source(name="wandb", max_table_nesting=0)
@@ -154,7 +154,7 @@ def wandb_source(
     system_selection = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
     targets = _project_list(client, entity, projects)
     listing = _runs_listing(client, targets, filters, discovered=() if projects else (entity,))
-    return (
+    return with_storage_hints((
         _projects(client, targets),
         listing,
         listing | _runs(client, app_url(url), track_deletions=not filters),
@@ -163,7 +163,7 @@ def wandb_source(
         listing | _run_metadata(client, max_workers),
         listing | _artifacts(client),
         _sweeps(client, targets),
-    )
+    ))
 
 
 def _project_list(client: WandbClient, entity: str, projects: Optional[Sequence[str]]) -> list[tuple[str, str]]:

@@ -22,6 +22,18 @@ OWN_SYSTEM_METRIC_COLUMNS = (*OWN_METRIC_COLUMNS, "_sampled")
 
 # every table is merged on its key (upsert: idempotent, so a repeated or resumed load never duplicates)
 MERGE: TWriteDispositionConfig = {"disposition": "merge", "strategy": "upsert"}
+# what every table needs whatever `pipeline.run` is given, declared on each resource (`with_storage_hints`):
+# Delta on the filesystem destination (plain parquet files cannot be merged: steps would duplicate; other
+# destinations ignore it), parquet files (Postgres then loads through ADBC: dlt's CSV COPY turns empty
+# strings into NULL)
+STORAGE_HINTS: dict[str, Any] = {"table_format": "delta", "file_format": "parquet"}
+
+
+def with_storage_hints(resources: Any) -> Any:
+    """`resources` (a tuple of dlt resources), each declaring `STORAGE_HINTS`."""
+    for resource in resources:
+        resource.apply_hints(**STORAGE_HINTS)
+    return resources
 
 
 def _typed(data_type: str, *names: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import ConfigurationError
 from ..load.jobs import named_tables, run_tables, table_item
 from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS
-from ..tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS
+from ..tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, with_storage_hints
 from .records import RunLogError
 from .run_log import RunLog, combine, end_message, parse_log
 
@@ -66,13 +66,13 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
     system = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
     logs = _run_logs(root, LogReader(entity, project, max_workers or os.cpu_count() or 1),
                      {"history": history, "system_metrics": system})
-    return (
+    return with_storage_hints((
         logs,
         logs | _log_table("runs", _run_rows),
         logs | _log_table("history", _history_rows(max_history_columns, history)),
         logs | _log_table("system_metrics", _system_rows(system)),
         logs | _log_table("run_metadata", _metadata_rows),
-    )
+    ))
 
 
 @dataclass(frozen=True)
