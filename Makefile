@@ -28,7 +28,7 @@ test-once: $(VENV)/.installed  ## one pass under one profile: make test-once PRO
 	WANDB_EMULATOR_PROFILE=$(or $(PROFILE),pessimistic) $(PY) -m pytest $(PYTEST_ARGS)
 
 emulator: $(VENV)/.installed  ## start the W&B emulator on 127.0.0.1:8765 with the demo dataset
-	$(PY) -m tests.wandb_emulator
+	$(PY) -m wandb_source.emulator
 
 bench: $(VENV)/.installed  ## the load benchmark on dataset M (see README, Performance)
 	$(PY) tests/benchmarks/bench_load.py --size $(or $(SIZE),M) $(BENCH_ARGS)

@@ -33,7 +33,7 @@ from tests import no_network  # noqa: E402
 no_network.install()
 
 from tests.helpers import DESTINATIONS, drop_dataset, make_pipeline  # noqa: E402
-from tests.wandb_emulator import DatasetSpec, Emulator  # noqa: E402
+from wandb_source.emulator import DatasetSpec, Emulator  # noqa: E402
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def make_emulator():
 @pytest.fixture
 def emulator(make_emulator) -> Emulator:
     """The demo dataset: 12 awkward runs x up to 200 steps in `emulator/demo`, served under the profile
-    `WANDB_EMULATOR_PROFILE` names (default: pessimistic, see tests/wandb_emulator/profile.py)."""
+    `WANDB_EMULATOR_PROFILE` names (default: pessimistic, see wandb_source/emulator/profile.py)."""
     return make_emulator()
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import dlt
 import psycopg2
 
-from tests.wandb_emulator import Emulator
 from wandb_source import wandb_source
 from wandb_source.convert.values import value_kind
+from wandb_source.emulator import Emulator
 from wandb_source.load.destination import load_options
 from wandb_source.state import resources
 

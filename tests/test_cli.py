@@ -24,7 +24,7 @@ def server_runs(emulator) -> list:
 
 
 def test_projects_of_two_entities_in_one_go(tmp_path, emulator):
-    from tests.wandb_emulator.store import Run, RunHistory
+    from wandb_source.emulator.store import Run, RunHistory
 
     now = dt.datetime.now(dt.timezone.utc)
     emulator.store.add_project("other-team", "side")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
-import sys
 
 import pytest
 
@@ -13,15 +12,12 @@ from tests.helpers import drop_dataset, load, make_pipeline
 from tests.test_pipeline_script import ROOT
 
 README = (ROOT / "README.md").read_text()
-SCRIPTS = ("wandb_pipeline", "export_parquet", "plot_runs")
+SCRIPTS = ["load", "export", "plot"]
 
 
-def options_of(script: str) -> list[str]:
-    """Every --option of a pipeline script, from its own argparse parser."""
-    sys.path.insert(0, str(ROOT / "pipelines"))
-    spec = importlib.util.spec_from_file_location(script, ROOT / "pipelines" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def options_of(command: str) -> list[str]:
+    """Every --option of a `wandb-source` command, from its own argparse parser."""
+    module = importlib.import_module(f"wandb_source.cli.{command}")
     return [o for action in module.build_parser()._actions for o in action.option_strings
             if o.startswith("--") and o != "--help"]
 
@@ -31,7 +27,7 @@ def test_every_command_line_option_is_documented(script):
     options = options_of(script)
     assert len(options) >= 3
     missing = [o for o in options if not re.search(rf"{re.escape(o)}(?![\w-])", README)]
-    assert not missing, f"{script}.py options missing from README: {missing}"
+    assert not missing, f"wandb-source {script} options missing from README: {missing}"
 
 
 def test_every_source_argument_and_config_key_is_documented():

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from tests.wandb_emulator import DatasetSpec
-from tests.wandb_emulator.profile import CONVENIENT, PESSIMISTIC
 from wandb_source.api.transport import parse_retry_after
+from wandb_source.emulator import DatasetSpec
+from wandb_source.emulator.profile import CONVENIENT, PESSIMISTIC
 
 ENTITY, PROJECT = "emulator", "demo"
 RUN_QUERY = """query Run($entity: String!, $project: String!, $name: String!) {
@@ -296,7 +296,7 @@ def test_control_endpoint_mutates_and_counts(emulator):
 
 
 def test_generator_is_deterministic_and_covers_awkward_cases():
-    from tests.wandb_emulator import Store, generate
+    from wandb_source.emulator import Store, generate
     stores = []
     for _ in range(2):
         store = Store()
@@ -317,14 +317,14 @@ def test_generator_is_deterministic_and_covers_awkward_cases():
 
 
 def test_cli_help_documents_the_standalone_server():
-    out = subprocess.run([sys.executable, "-m", "tests.wandb_emulator", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "wandb_source.emulator", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for option in ("--port", "--size", "--latency", "--rate-limit", "--seed", "--pages-serve-exported"):
         assert option in out
 
 
 def test_cli_starts_a_server(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "tests.wandb_emulator", "--port", "0", "--runs", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "wandb_source.emulator", "--port", "0", "--runs", "3"],
                             stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
@@ -345,7 +345,7 @@ def test_control_endpoint_adds_a_run(emulator):
 
 
 def test_generated_rewound_run_is_a_second_branch():
-    from tests.wandb_emulator import Store, generate
+    from wandb_source.emulator import Store, generate
     store = Store()
     generate(store, DatasetSpec())
     run = list(store.project(ENTITY, PROJECT).runs.values())[9]
@@ -357,7 +357,7 @@ def test_generated_rewound_run_is_a_second_branch():
 def test_a_name_filter_looked_up_answers_as_the_filter_does(emulator):
     """The emulator's shortcut for `{"name": {"$in": [...]}}` (large projects) gives the runs the general
     filter gives: names W&B lacks are left out, a repeated name counts once; other filters take the long way."""
-    from tests.wandb_emulator.graphql_api import _filtered_runs, _named_runs
+    from wandb_source.emulator.graphql_api import _filtered_runs, _named_runs
 
     project = emulator.store.project("emulator", "demo")
     names = list(project.runs)

@@ -1,7 +1,7 @@
 """The official wandb SDK reads the emulator's data back unchanged: proof that it speaks W&B's protocol.
 
 These tests run under the `sdk` profile: every pessimistic switch except empty pages with `hasNextPage`,
-because the SDK's own runs listing stops at the first empty page (tests/wandb_emulator/profile.py).
+because the SDK's own runs listing stops at the first empty page (wandb_source/emulator/profile.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import wandb
 import yaml
 
-from tests.wandb_emulator import Emulator
-from tests.wandb_emulator.profile import CONVENIENT, SDK
+from wandb_source.emulator import Emulator
+from wandb_source.emulator.profile import CONVENIENT, SDK
 
 ENTITY, PROJECT = "emulator", "demo"
 

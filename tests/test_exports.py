@@ -66,7 +66,7 @@ def test_script_writes_the_files_of_the_loaded_dataset(tmp_path, emulator):
     shutil.copy(ROOT / "pipelines" / "export_parquet.py", cwd / "pipelines")
     empty = subprocess.run([sys.executable, str(cwd / "pipelines" / "export_parquet.py")], cwd=cwd,
                            env=_env(cwd), capture_output=True, text=True, timeout=300)
-    assert empty.returncode == 1 and "run pipelines/wandb_pipeline.py first" in empty.stderr
+    assert empty.returncode == 1 and "load it first: wandb-source load" in empty.stderr
     assert run_script(cwd, emulator).returncode == 0
     done = subprocess.run([sys.executable, str(cwd / "pipelines" / "export_parquet.py"), "--out", str(tmp_path / "x")],
                           cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=300)

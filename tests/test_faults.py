@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import assert_history_equals_emulator, load, make_pipeline, rows
-from tests.wandb_emulator.faults import RateLimiter
 from wandb_source import ServerError
+from wandb_source.emulator.faults import RateLimiter
 from wandb_source.state import failed_runs
 
 FAST = dict(backoff_seconds=0.05, request_timeout=2)

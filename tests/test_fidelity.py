@@ -1,4 +1,4 @@
-"""Exact under the least convenient reading of W&B (tests/wandb_emulator/profile.py): history windows that
+"""Exact under the least convenient reading of W&B (wandb_source/emulator/profile.py): history windows that
 W&B may sample, capped system metrics, `updatedAt` that does not move or does not exist, bad keys answered
 HTTP 200, empty pages, GraphQL errors, HTTP-date `Retry-After`, and the official client's headers."""
 
@@ -9,10 +9,10 @@ import math
 import pytest
 
 from tests.helpers import assert_history_equals_emulator, load, loaded_counts, make_pipeline, rows
-from tests.wandb_emulator import DatasetSpec
-from tests.wandb_emulator.profile import LEGACY_SWEEP_FIELDS, PESSIMISTIC
-from tests.wandb_emulator.store import new_run
 from wandb_source import AuthenticationError, wandb_source
+from wandb_source.emulator import DatasetSpec
+from wandb_source.emulator.profile import LEGACY_SWEEP_FIELDS, PESSIMISTIC
+from wandb_source.emulator.store import new_run
 from wandb_source.state import sampled_runs
 
 ENTITY, PROJECT = "emulator", "fidelity"
@@ -211,7 +211,7 @@ def test_paging_that_would_loop_forever_fails_clearly(pages, says):
 
 
 def test_a_server_that_refuses_introspection_is_asked_for_every_field(tmp_path, make_emulator):
-    from tests.wandb_emulator.profile import CONVENIENT
+    from wandb_source.emulator.profile import CONVENIENT
 
     emu = make_emulator(profile=CONVENIENT)
     emu.faults.add(operation="ProbeServerCapabilities", kind="graphql_error", times=1,

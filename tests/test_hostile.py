@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/wandb_emulator/hostile.py) on the three destinations: every key is data,
+"""The hostile corpus (wandb_source/emulator/hostile.py) on the three destinations: every key is data,
 never SQL; every value arrives as logged or as the documented conversion (README, Values)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 import pytest
 
 from tests.helpers import DESTINATIONS, assert_history_equals_emulator, drop_dataset, load, make_pipeline, rows
-from tests.wandb_emulator import DatasetSpec
-from tests.wandb_emulator.hostile import HOSTILE_KEYS
 from wandb_source.convert.values import json_value, value_kind, without_nul
+from wandb_source.emulator import DatasetSpec
+from wandb_source.emulator.hostile import HOSTILE_KEYS
 
 
 @pytest.fixture

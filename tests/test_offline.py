@@ -15,7 +15,7 @@ import dlt
 import pytest
 
 from tests.helpers import rows
-from tests.wandb_emulator import DatasetSpec
+from wandb_source.emulator import DatasetSpec
 from wandb_source.logs.records import LogEnd, read_records
 from wandb_source.logs.source import wandb_offline_source
 from wandb_source.state import open_logs, resources
@@ -254,8 +254,8 @@ def test_online_and_offline_paths_give_the_same_rows(tmp_path, run_log, make_emu
     """The logged run served by the emulator (as W&B would after a sync) and read from its log."""
     import datetime as dt
 
-    from tests.wandb_emulator.store import Run, RunHistory
     from wandb_source import wandb_source
+    from wandb_source.emulator.store import Run, RunHistory
     from wandb_source.logs.run_log import parse_log
 
     log = parse_log(run_log)

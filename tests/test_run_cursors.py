@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.helpers import load, loaded_counts, make_pipeline, rows
-from tests.wandb_emulator import DatasetSpec
+from wandb_source.emulator import DatasetSpec
 from wandb_source.state import CURSOR_TABLE, LEGACY_PATHS, entries_of, history_cursors, loaded_signatures, resources
 
 RESOURCES = ("runs", "artifacts", "history", "system_metrics", "run_metadata")

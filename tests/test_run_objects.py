@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.helpers import load, make_pipeline, rows
-from tests.wandb_emulator import DatasetSpec
+from wandb_source.emulator import DatasetSpec
 
 ENTITY = "emulator"
 
@@ -84,7 +84,7 @@ def test_artifacts_past_one_page_are_all_loaded(tmp_path, make_emulator, monkeyp
 
 
 def _artifact(run) -> dict:
-    from tests.wandb_emulator.generator import _artifact as make
+    from wandb_source.emulator.generator import _artifact as make
 
     return make(run, "model", f"model-{run.name}", 0)
 

@@ -69,8 +69,8 @@ def test_incremental_loads_fetch_only_what_changed(pipeline, emulator):
     store.rewind(ENTITY, PROJECT, rewound.name, 12)
     store.append_steps(ENTITY, PROJECT, rewound.name, [{"_step": 13, "_timestamp": 1.9e9, "train/loss": 9.0}])
     store.delete_run(ENTITY, PROJECT, deleted.name)
-    from tests.wandb_emulator import DatasetSpec
-    from tests.wandb_emulator.generator import _make_run  # a new run in the same project
+    from wandb_source.emulator import DatasetSpec
+    from wandb_source.emulator.generator import _make_run  # a new run in the same project
     new_run = _make_run(DatasetSpec(seed=99), PROJECT, 1, None)
     store.add_run(new_run)
     emulator.faults.clear_log()
@@ -126,7 +126,7 @@ def test_resources_are_selectable(tmp_path, emulator):
 
 
 def test_thousands_of_metric_keys_load_into_postgres_without_loss(tmp_path, make_emulator):
-    from tests.wandb_emulator import DatasetSpec
+    from wandb_source.emulator import DatasetSpec
 
     emu = make_emulator(DatasetSpec(projects=("demo",), runs=1, steps=12, wide_keys=3000))
     pipeline = make_pipeline("postgres", tmp_path)

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from tests.helpers import load, make_pipeline
-from tests.wandb_emulator import DatasetSpec
-from tests.wandb_emulator.profile import CONVENIENT, SDK
 from wandb_source import settings, tables, wandb_source
+from wandb_source.emulator import DatasetSpec
+from wandb_source.emulator.profile import CONVENIENT, SDK
 from wandb_source.load.plan import plan_load
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import assert_history_equals_emulator, load, make_pipeline, rows
-from tests.wandb_emulator import DatasetSpec
 from wandb_source.api.client import WandbClient
+from wandb_source.emulator import DatasetSpec
 from wandb_source.state import failed_runs, history_cursors
 
 

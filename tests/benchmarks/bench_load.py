@@ -187,7 +187,7 @@ for r in range(runs):
 
 def write_run_logs(args: argparse.Namespace, folder: Path) -> None:
     """Run logs of the size's runs x steps x metrics, written by the wandb SDK in offline mode."""
-    from tests.wandb_emulator.__main__ import SIZES
+    from wandb_source.emulator.__main__ import SIZES
 
     size = SIZES[args.size]
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def worker_main(args: argparse.Namespace) -> None:
 # -- the parent: emulator, scenarios, table ------------------------------------------------------
 
 def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "tests.wandb_emulator", "--port", "0", "--size", args.size,
+    cmd = [sys.executable, "-m", "wandb_source.emulator", "--port", "0", "--size", args.size,
            "--latency", str(args.latency), "--parquet-fraction", "0" if args.live else str(args.parquet_fraction)]
     if args.rate_limit:
         cmd += ["--rate-limit", str(args.rate_limit), "--rate-window", str(args.rate_window)]

@@ -52,7 +52,7 @@ def main() -> int:
     if args.worker:
         worker(args.worker[0], args.worker[1].split(","))
         return 0
-    emulator = subprocess.Popen([sys.executable, "-m", "tests.wandb_emulator", "--port", "0", "--size", "many-runs",
+    emulator = subprocess.Popen([sys.executable, "-m", "wandb_source.emulator", "--port", "0", "--size", "many-runs",
                                  "--runs", args.runs, "--steps", "3", "--metrics", "2", "--parquet-fraction", "0"],
                                 cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -21,6 +21,7 @@ file and offset, and nothing after it is loaded."""
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import re
@@ -57,6 +58,9 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
                          system_metrics_exclude: Optional[Sequence[str]] = None) -> Any:
     """Loads every `.wandb` run log under `offline_dir` into the tables of the online source, with the
     same history and system-metrics selection as `wandb_source` (see selection.py)."""
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigurationError("--offline-dir reads W&B run logs with the wandb package's protobufs: "
+                                 "pip install 'wandb-source[offline]'")
     root = Path(offline_dir).expanduser()
     if not root.is_dir():
         raise ConfigurationError(f"offline_dir {str(root)!r} is not a directory: point it at a `wandb/` folder "

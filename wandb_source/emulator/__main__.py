@@ -1,4 +1,4 @@
-"""Run the W&B emulator standalone: `python -m tests.wandb_emulator --help`."""
+"""Run the W&B emulator standalone: `python -m wandb_source.emulator --help`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ SIZES = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m tests.wandb_emulator",
+        prog="python -m wandb_source.emulator",
         description="A W&B-compatible GraphQL server on 127.0.0.1 with generated sample data. "
                     "Point wandb.Api() or wandb_source at it with WANDB_BASE_URL=<url> and the printed API key.",
     )
