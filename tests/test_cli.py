@@ -9,7 +9,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from tests.test_pipeline_script import PG_DSN, project_dir, run_script
+from tests.test_pipeline_script import PG_DSN, ROOT, project_dir, run_script
 
 ENTITY, PROJECT = "emulator", "demo"
 
@@ -197,3 +197,37 @@ def test_exit_codes_tell_a_usage_error_from_a_partial_load(tmp_path, emulator):
 
     emulator.faults.clear()
     assert run_script(cwd, emulator).returncode == 0  # fetched again: nothing left to retry
+
+
+def _cli_without(module: str, cwd, *args: str, **env: str):
+    """`wandb-source ARGS` in a Python where `module` cannot be imported (an extra not installed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{module!r}] = None; from wandb_source.cli import main; "
+            f"sys.exit(main({list(args)!r}))")
+    env = {**os.environ, "DLT_DATA_DIR": str(cwd / "dlt_home"), "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("module, args, extra", [
+    ("wandb", ("load", "--offline-dir", "."), "offline"),
+    ("matplotlib", ("plot", "--metric", "train/loss"), "plot"),
+    ("graphql", ("demo",), "demo"),
+])
+def test_a_missing_extra_is_named_in_one_line(tmp_path, module, args, extra):
+    done = _cli_without(module, tmp_path, *args)
+    assert done.returncode == 1, done.stderr
+    assert f"pip install 'wandb-source[{extra}]'" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_console_command_dispatches_and_says_its_version(tmp_path, emulator):
+    from wandb_source.cli import main
+
+    assert main(["--version"]) == 0
+    assert main(["no-such-command"]) == 2 and main([]) == 2
+    cwd = project_dir(tmp_path, "duckdb")
+    done = _cli_without("no_module_at_all", cwd, "plan",  # from .dlt/ in the current folder, as dlt does
+                        WANDB_BASE_URL=emulator.url, WANDB_API_KEY=emulator.api_key)
+    assert done.returncode == 0 and "into duckdb dataset wandb_data" in done.stdout, done.stderr

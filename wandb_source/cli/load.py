@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination.exceptions import UnknownDestinationModule
-from dlt.pipeline.exceptions import PipelineStepFailed
+from dlt.common.exceptions import DltException
 
 from .. import tables
 from ..exceptions import ConfigurationError, WandbSourceError
@@ -327,7 +326,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return 0
         run_load(pipeline, source, refresh="drop_sources" if args.full_refresh else None)
         return print_summary(pipeline, time.monotonic() - started)
-    except (PipelineStepFailed, WandbSourceError, ConfigFieldMissingException) as e:
+    except (DltException, WandbSourceError) as e:  # every dlt exception too: one paragraph, no traceback
         if args.verbose:
             raise
         print(f"wandb_pipeline failed: {explain(e)}", file=sys.stderr)

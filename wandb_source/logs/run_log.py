@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from google.protobuf import json_format
-
 from .records import LogEnd, read_records
 
 TAIL_BYTES = 4096  # the bytes before a checkpoint's offset, fingerprinted to see the log is the same file
@@ -159,6 +157,8 @@ def _apply(log: RunLog, record: Any) -> None:
     elif kind == "metric":
         _define_metric(log, record.metric)
     elif kind == "environment":  # what the API path reads from wandb-metadata.json
+        from google.protobuf import json_format  # comes with wandb, the `offline` extra
+
         log.node["metadata"] = {**log.node.get("metadata", {}), **json_format.MessageToDict(record.environment)}
 
 
