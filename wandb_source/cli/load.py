@@ -218,15 +218,15 @@ def warn_if_elsewhere(pipeline: dlt.Pipeline) -> None:
 
 def add_loaded_dataset_options(parser: argparse.ArgumentParser) -> None:
     """--destination, --dataset, --pipeline-name of scripts that read what this one loaded."""
-    parser.add_argument("--destination", help="where the dataset was loaded (default: as wandb_pipeline.py)")
+    parser.add_argument("--destination", help="where the dataset was loaded (default: as `wandb-source load`)")
     parser.add_argument("--dataset", default=DATASET_NAME, help=f"dataset name (default: {DATASET_NAME})")
     parser.add_argument("--pipeline-name", default=PIPELINE_NAME,
                         help=f"dlt pipeline that loaded it (default: {PIPELINE_NAME})")
 
 
 def on_loaded(args: argparse.Namespace, table: str, script: str, work: Callable[[dlt.Pipeline, Path], int]) -> int:
-    """Run `work(pipeline, out)` on the pipeline that loaded `args.dataset` (for export_parquet.py and
-    plot_runs.py; state synced from the destination, `out` = `args.out` in the project). Exit code 1, with
+    """Run `work(pipeline, out)` on the pipeline that loaded `args.dataset` (for `export` and `plot`; state
+    synced from the destination, `out` = `args.out`, relative to the current folder). Exit code 1, with
     one paragraph, when `table` was never loaded or the destination fails."""
     options = {"destination": args.destination} if args.destination else {}
     try:

@@ -137,7 +137,8 @@ def duckdb_memory_limit(schema: Any) -> str:
 
 
 def load_options(destination_name: str | None) -> dict[str, Any]:
-    """`pipeline.run` options this source needs per destination.
+    """`pipeline.run` options this source needs per destination (`run_load` passes them; the resources also
+    declare the same as `tables.STORAGE_HINTS`, so that a plain `pipeline.run` gets them too).
 
     filesystem: Delta tables, because plain parquet files cannot be merged (steps would duplicate).
     postgres: parquet loaded through ADBC, because dlt's CSV COPY turns empty strings into NULL."""

@@ -1,4 +1,4 @@
-"""What a load would do, without doing it (`wandb_pipeline.py --dry-run`): per project, the runs listed,
+"""What a load would do, without doing it (`wandb-source plan`): per project, the runs listed,
 new and changed since the last load (from the pipeline's state), the history steps to fetch and the
 requests to expect. One listing of the runs is all it costs.
 """

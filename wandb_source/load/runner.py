@@ -1,4 +1,4 @@
-"""Run the source into a pipeline the way `pipelines/wandb_pipeline.py` does.
+"""Run the source into a pipeline the way `wandb-source load` does.
 
 `run_load(pipeline, source)` is `pipeline.run(source)` plus what a scheduled loader needs:
 
