@@ -63,7 +63,7 @@ class RateGate:
         self._left: float | None = None  # units the server's window still allows; None: it has not said
         self._samples: dict[str, collections.deque[float]] = {}  # per operation: what its requests cost
         self._costs: dict[str, float] = {}  # per operation: the median of its samples
-        self._answers: collections.Counter[str] = collections.Counter()  # per operation: answers (not 429s)
+        self._flat: collections.Counter[str] = collections.Counter()  # per operation: answers alone that fell 0
         self._window_ends = self._window = 0.0  # when the server said its window resets; the longest reset
         self._limit: float | None = None  # RateLimit-Limit, else the most the window was seen to hold
         self._most_held = 0.0  # the most Remaining said (less than the window holds by one request)
@@ -106,9 +106,10 @@ class RateGate:
 
     def _unlearned_in_flight(self, operation: str) -> bool:
         """Under a quota that said what is left, a request of an operation whose cost is not known yet is
-        flying (a burst of them could cost far more than the gate counts) — for its first few answers only:
-        a server whose Remaining does not fall must not hold every operation to one request at a time."""
-        return (self._left is not None and operation not in self._costs and self._answers[operation] < 5
+        flying (a burst of them could cost far more than the gate counts) — unless a few of its answers, each
+        alone since the last, found Remaining not fallen: a server whose Remaining does not fall must not hold
+        every operation to one request at a time."""
+        return (self._left is not None and operation not in self._costs and self._flat[operation] < 4
                 and any(op == operation for _, op in self._flying.values()))
 
     def _frees_at(self, cost: float) -> float:
@@ -137,7 +138,6 @@ class RateGate:
                 self._probe = None
             if not refused:
                 self._answers_since_told += 1
-                self._answers[operation] += 1
             if remaining is not None and reset is not None and ticket > self._told_by:
                 if probing:
                     self._probe_refused = refused
@@ -155,7 +155,10 @@ class RateGate:
         """When this is the only answer since the last that told, within one window, `Remaining` fell by what
         this request cost (answers come back in about the order requests arrived)."""
         fell = self._told - remaining if self._told is not None else 0.0
-        if fell > 0 and now < self._window_ends and self._answers_since_told == 1:  # (not if a slide freed)
+        alone = self._told is not None and now < self._window_ends and self._answers_since_told == 1
+        if alone and fell <= 0:  # a window that slid as it arrived, or a Remaining that never falls
+            self._flat[operation] += 1
+        elif alone:
             samples = self._samples.setdefault(operation, collections.deque(maxlen=15))
             samples.append(fell)  # a window that slid meanwhile makes it too cheap: the dearest of the first few
             self._costs[operation] = statistics.median(samples) if len(samples) >= 5 else max(samples)
