@@ -139,7 +139,7 @@ def test_history_selection_options(tmp_path, emulator):
             for s in sorted(r["_step"] for r in run.history.rows() if "eval/loss" in r and r["_step"] <= 150)[-2:]}
     assert set(got) == want
     columns = {c for (c,) in duck(cwd, "SELECT column_name FROM information_schema.columns WHERE table_name = 'history'")}
-    assert "eval_loss" in columns and "eval_acc" not in columns and "train_loss" not in columns
+    assert "eval__loss" in columns and "eval__acc" not in columns and "train__loss" not in columns
     assert "'typo/*' matched no key of emulator/demo" in done.stderr
     bad = run_script(cwd, emulator, "--min-step", "9", "--max-step", "3")
     assert bad.returncode == 1 and "`min_step` (9) is above `max_step` (3)" in bad.stderr

@@ -109,7 +109,7 @@ def test_system_metrics_complete_under_the_events_cap(tmp_path, make_emulator):
     got = [r for r in rows(pipeline, "system_metrics") if r["run_id"] == run.name]
     assert len(got) == 2_500 and not any(r["_sampled"] for r in got)
     assert "RunEvents" not in emu.faults.counts()  # read from wandb-events.jsonl
-    assert any(math.isnan(r["system_gpu_0_temp"]) for r in got)
+    assert any(math.isnan(r["system__gpu___0__temp"]) for r in got)
 
 
 def test_system_metrics_without_the_stream_are_marked_sampled(tmp_path, make_emulator):
@@ -296,7 +296,7 @@ def test_finished_runs_system_metrics_share_a_request_when_complete(tmp_path, ma
     load(pipeline, emu)
     loaded = rows(pipeline, "system_metrics")
     for run in runs:
-        got = sorted((r["_timestamp"].timestamp(), r["system_cpu"]) for r in loaded if r["run_id"] == run.name)
+        got = sorted((r["_timestamp"].timestamp(), r["system__cpu"]) for r in loaded if r["run_id"] == run.name)
         assert got == [(e["_timestamp"], e["system.cpu"]) for e in run.events], run.name
     assert not any(r["_sampled"] for r in loaded)
     assert len(emu.faults.requests("EventsBatch")) == 1

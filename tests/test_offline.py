@@ -466,5 +466,5 @@ def test_run_logs_take_the_same_history_selection(tmp_path, run_log):
                                       last_steps=2, system_metrics_include=["nothing.matches"]))
     history = rows(pipeline, "history")
     assert sorted(r["_step"] for r in history) == [20, 30]  # eval/acc is logged every 10 steps
-    assert "eval_acc" in history[0] and "loss" not in history[0]
+    assert "eval__acc" in history[0] and "loss" not in history[0]
     assert not rows(pipeline, "system_metrics")

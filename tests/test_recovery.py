@@ -33,7 +33,7 @@ def test_a_half_copied_merge_starts_over(tmp_path, emulator, destination):
         with pipeline.sql_client() as client:
             client.execute_sql(f"DELETE FROM {client.make_qualified_table_name('history')}")
             with client.with_staging_dataset():  # and a column the re-normalized package does not add
-                client.execute_sql(f"ALTER TABLE {client.make_qualified_table_name('history')} DROP COLUMN train_loss")
+                client.execute_sql(f"ALTER TABLE {client.make_qualified_table_name('history')} DROP COLUMN train__loss")
         if os.environ.get("WANDB_SOURCE_TEST_WITHOUT_RESET") != "1":  # =1 shows the test failing
             assert reset_interrupted_merges(pipeline) == ["history"]
         pipeline.load().raise_on_failed_jobs()

@@ -85,9 +85,9 @@ def test_include_keeps_a_sparse_metric_on_every_step_it_was_logged(pipeline, emu
     want = {(run.name, s): r for run in server_runs(emulator) for s, r in steps_with(run, ["eval/loss", "eval/acc"]).items()}
     assert want and set(got) == set(want)
     for key, row in got.items():
-        assert row["eval_loss"] == want[key]["eval/loss"] and row["eval_acc"] == want[key]["eval/acc"]
+        assert row["eval__loss"] == want[key]["eval/loss"] and row["eval__acc"] == want[key]["eval/acc"]
     columns = set(pipeline.default_schema.get_table_columns("history"))
-    assert {"eval_loss", "eval_acc"} <= columns and not {"train_loss", "lr", "status"} & columns
+    assert {"eval__loss", "eval__acc"} <= columns and not {"train__loss", "lr", "status___text"} & columns
     assert {r["key"] for r in rows(pipeline, "metric_columns") if r["table_name"] == "history"} == {"eval/loss", "eval/acc"}
 
 
@@ -138,16 +138,16 @@ def test_a_widened_selection_applies_from_the_next_load_and_full_refresh_reloads
                                 [{"_step": last + i, "train/loss": 0.5, "eval/loss": 0.4} for i in (1, 2)])
     load(p, emulator)  # every key from now on
     got = loaded(p)
-    assert got[(running.name, last + 1)]["train_loss"] == 0.5  # new steps: every key
+    assert got[(running.name, last + 1)]["train__loss"] == 0.5  # new steps: every key
     old = [r for (run, s), r in got.items() if s <= last]
-    assert old and all(r.get("train_loss") is None for r in old)  # loaded before: as selected then
+    assert old and all(r.get("train__loss") is None for r in old)  # loaded before: as selected then
     assert any("history selection changed since the last load" in m for m in said)
     assert not [m for m in said if "could not read" in m]  # run_cursors read back: no run fetched again as new
 
     source = wandb_source(entity=ENTITY, base_url=emulator.url, api_key=emulator.api_key)
     run_load(p, source, refresh="drop_sources")
     assert len(loaded(p)) == sum(len(r.history) for r in server_runs(emulator))
-    assert all(r["train_loss"] is not None for r in loaded(p).values() if r["run_id"] == running.name)
+    assert all(r["train__loss"] is not None for r in loaded(p).values() if r["run_id"] == running.name)
 
 
 def _warnings(monkeypatch) -> list[str]:
@@ -179,5 +179,5 @@ def test_a_pattern_that_matches_nothing_is_reported(tmp_path, emulator, monkeypa
 def test_system_metrics_patterns(pipeline, emulator):
     load(pipeline, emulator, system_metrics_include=["system.gpu.*"], system_metrics_exclude=["**memory*"])
     columns = set(pipeline.default_schema.get_table_columns("system_metrics"))
-    assert "system_gpu_0_gpu" in columns and not {"system_cpu", "system_gpu_0_memory_allocated"} & columns
+    assert "system__gpu___0__gpu" in columns and not {"system__cpu", "system__gpu___0__memory_allocated"} & columns
     assert len(rows(pipeline, "system_metrics")) == sum(len(r.events) for r in server_runs(emulator))

@@ -21,6 +21,7 @@ def test_every_table_a_load_sends_is_declared_with_its_key_and_columns(tmp_path,
     load(pipeline, emu, max_history_columns=4)  # and history_long
     schema = pipeline.default_schema
     assert set(schema.data_table_names()) == set(tables.TABLE_HINTS)
+    assert {t for t in tables.TABLE_HINTS if "_dlt_id" in schema.get_table_columns(t)} == tables.DICT_ROW_TABLES
     for table, hints in tables.TABLE_HINTS.items():
         columns = schema.get_table_columns(table)
         assert {c for c, v in columns.items() if v.get("primary_key")} == set(hints["primary_key"]), table

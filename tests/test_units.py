@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
+import random
 
 import pytest
 
 from wandb_source import AuthenticationError, ConfigurationError
 from wandb_source.api.credentials import default_base_url, resolve_api_key
 from wandb_source.api.transport import check_transport
-from wandb_source.convert.columns import ColumnMap
+from wandb_source.convert.columns import ColumnMap, column_name
 from wandb_source.convert.metrics import metric_tables
 from wandb_source.convert.runs import key_value_table, unwrap_config
 from wandb_source.convert.values import parse_time, value_kind
@@ -71,16 +73,47 @@ def test_timestamps_with_and_without_zone_and_epoch():
     assert parse_time(None) is None and parse_time(math.inf) is None
 
 
-def test_column_map_is_stable_and_never_merges_colliding_keys():
-    state: dict = {}
-    columns = ColumnMap(state, ("entity", "project", "run_id", "_step"), budget=100)
-    assert columns.column("val/acc", "number") == "val_acc"
-    assert columns.column("val_acc", "number") == "val_acc__number"
-    assert columns.column("val/acc", "text") == "val_acc__text"
-    assert columns.column("run_id", "number") == "run_id__number"  # our own key column stays ours
-    assert columns.column("_dlt_id", "number") == "_dlt_id__number"
-    again = ColumnMap(state, ("entity", "project", "run_id", "_step"), budget=100)
-    assert again.column("val_acc", "number") == "val_acc__number"  # from state, not re-derived
+OWN = ("entity", "project", "run_id", "_step")
+
+
+@pytest.mark.parametrize("key, kind, table, name", [
+    ("loss", "number", "history", "loss"),
+    ("train/loss", "number", "history", "train__loss"),
+    ("train_loss", "number", "history", "train_loss"),
+    ("eval/top_1", "number", "history", "eval__top_1"),
+    ("status", "text", "history", "status___text"),
+    ("Val Acc", "number", "history", "val_acc___h" + hashlib.sha256(b"Val Acc").hexdigest()[:8]),
+    ("run_id", "number", "history", "run_id___h" + hashlib.sha256(b"run_id").hexdigest()[:8]),
+    ("system.cpu", "number", "system_metrics", "system__cpu"),
+    ("system.gpu.0.temp", "number", "system_metrics", "system__gpu___0__temp"),
+    ("train.loss", "number", "history", "train_loss___h" + hashlib.sha256(b"train.loss").hexdigest()[:8]),
+])
+def test_column_names_follow_the_documented_rule(key, kind, table, name):
+    assert column_name(key, kind, table, OWN) == name
+
+
+CONFUSABLE = ["val/acc", "val_acc", "val.acc", "Val/Acc", "val acc", "val/acc/", "val__acc", "val/_acc", "run_id",
+              "_dlt_id", "val/acc___text", "x/0abc", "x/h0abc", "val", "VAL", "val-acc", "vaL"]
+
+
+def test_column_names_do_not_depend_on_what_else_a_shard_saw_or_in_which_order():
+    keys = [(k, kind) for k in CONFUSABLE for kind in ("number", "text", "json")]
+    names = []
+    for order in (keys, keys[::-1], random.Random(7).sample(keys, len(keys)), keys[::3]):
+        columns = ColumnMap({}, OWN, budget=1000)
+        names.append({kk: columns.column(*kk) for kk in order})
+        assert len(set(names[-1].values())) == len(order), "two keys share a column"
+        assert not set(names[-1].values()) & (set(OWN) | {"_dlt_id"})
+    assert all(n[kk] == names[0][kk] for n in names[1:] for kk in n)
+
+
+def test_column_map_keeps_the_names_state_holds():
+    state = {"val/acc": {"number": "val_acc"}, "val_acc": {"number": "val_acc__number"}}  # named before the rule
+    columns = ColumnMap(state, OWN, budget=100)
+    assert columns.column("val/acc", "number") == "val_acc" and columns.column("val_acc", "number") == "val_acc__number"
+    assert columns.column("val/loss", "number") == "val__loss"
+    legacy = ColumnMap({"a/b": {"number": "b"}}, OWN, budget=100)  # `b` taken: the new key falls back to its hash
+    assert legacy.column("b", "number") == "b___h" + hashlib.sha256(b"b").hexdigest()[:8]
 
 
 def test_column_budget_sends_the_rest_to_the_long_table():

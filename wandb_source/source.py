@@ -369,7 +369,7 @@ def _system_metrics(client: WandbClient, max_workers: int, selection: Selection)
         state = dlt.current.resource_state()
         cursors = _cursors("system_metrics")
         columns = ColumnMap(state.setdefault("columns", {}), OWN_SYSTEM_METRIC_COLUMNS,
-                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
+                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming, "system_metrics")
         _note_selection_change(state, selection, bool(cursors))
         jobs = _jobs(listing, cursors)
         _find_events_files(client, jobs)

@@ -48,30 +48,60 @@ RUN_COLUMNS: dict[str, Any] = {
     **_typed("json", "tags", "config", "wandb_internal", "summary", "system_metrics"),
 }
 HARD_DELETE = {"_deleted": {"data_type": "bool", "hard_delete": True}}  # tombstones after a rewind
+_RUN_KEY_COLUMNS = _typed("text", *RUN_KEY)
+_KEY_VALUE_COLUMNS = {**_RUN_KEY_COLUMNS, **_typed("text", "key", "value_text", "value_json"),
+                      **_typed("double", "value_number"), **_typed("bool", "value_bool")}
+_STEP = {"_step": {"data_type": "bigint"}}
+_TIMESTAMP = {"_timestamp": {"data_type": "timestamp"}}
 # every table, in the order the command line reports them; keys and column hints per table
 TABLE_HINTS: dict[str, Any] = {
     "projects": {"primary_key": ("entity", "name"),
                  "columns": {**_typed("text", "entity", "name", "id", "description"), **_typed("timestamp", "created_at")}},
     "runs": {"primary_key": RUN_KEY, "columns": RUN_COLUMNS},
-    "run_config": {"primary_key": KEY_VALUE_KEY},
-    "run_summary": {"primary_key": KEY_VALUE_KEY},
-    "run_metadata": {"primary_key": RUN_KEY, "columns": _typed("timestamp", "started_at", "heartbeat_at")},
+    "run_config": {"primary_key": KEY_VALUE_KEY, "columns": _KEY_VALUE_COLUMNS},
+    "run_summary": {"primary_key": KEY_VALUE_KEY, "columns": _KEY_VALUE_COLUMNS},
+    "run_metadata": {"primary_key": RUN_KEY,
+                     "columns": {**_RUN_KEY_COLUMNS, **_typed("timestamp", "started_at", "heartbeat_at"),
+                                 **_typed("text", "os", "python", "program", "code_path", "git_remote",
+                                          "git_commit", "host", "username", "executable", "gpu"),
+                                 **_typed("json", "args"), **_typed("bigint", "cpu_count", "gpu_count")}},
     "metric_axes": {"primary_key": (*RUN_KEY, "metric"),
-                    "columns": {**_typed("text", "metric", "step_metric", "goal"), **_typed("bool", "is_glob", "hidden"),
+                    "columns": {**_RUN_KEY_COLUMNS, **_typed("text", "metric", "step_metric", "goal"),
+                                **_typed("bool", "is_glob", "hidden"),
                                 **_typed("json", "summary")}},
     "artifacts": {"primary_key": (*RUN_KEY, "direction", "artifact_id"),
-                  "columns": {**_typed("text", "direction", "artifact_id", "name", "type", "version", "digest",
+                  "columns": {**_RUN_KEY_COLUMNS,
+                              **_typed("text", "direction", "artifact_id", "name", "type", "version", "digest",
                                        "state", "description"),
                               **_typed("bigint", "size", "file_count"), **_typed("json", "aliases", "metadata"),
                               **_typed("timestamp", "created_at", "updated_at")}},
-    "history": {"primary_key": HISTORY_KEY, "columns": HARD_DELETE},
-    "history_long": {"primary_key": (*HISTORY_KEY, "key")},
-    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY, "columns": {"_sampled": {"data_type": "bool"}}},
-    "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key")},
-    "sweeps": {"primary_key": ("entity", "project", "sweep_id")},
+    "history": {"primary_key": HISTORY_KEY,
+                "columns": {**_RUN_KEY_COLUMNS, **_STEP, **_typed("double", "_runtime"), **_TIMESTAMP, **HARD_DELETE}},
+    "history_long": {"primary_key": (*HISTORY_KEY, "key"), "columns": {**_KEY_VALUE_COLUMNS, **_STEP}},
+    "system_metrics": {"primary_key": SYSTEM_METRICS_KEY,
+                       "columns": {**_RUN_KEY_COLUMNS, **_TIMESTAMP, **_typed("double", "_runtime"),
+                                   **_typed("bool", "_sampled")}},
+    "system_metrics_long": {"primary_key": (*SYSTEM_METRICS_KEY, "key"), "columns": {**_KEY_VALUE_COLUMNS, **_TIMESTAMP}},
+    "sweeps": {"primary_key": ("entity", "project", "sweep_id"),
+               "columns": {**_typed("text", "entity", "project", "sweep_id", "storage_id", "display_name", "method",
+                                    "state", "description", "metric_name", "metric_goal", "config"),
+                           **_typed("double", "best_loss"), **_typed("timestamp", "created_at", "updated_at"),
+                           **_typed("bigint", "run_count", "run_count_expected")}},
     "metric_columns": {"primary_key": ("table_name", "key", "kind"),
                        "columns": _typed("text", "table_name", "key", "kind", "column_name", "long_table")},
     # per run and resource, what was loaded: change signature and cursor (state.py, RunCursors)
     "run_cursors": {"primary_key": (*RUN_KEY, "resource"),
-                    "columns": {**_typed("text", "resource", "signature", "entry"), **HARD_DELETE}},
+                    "columns": {**_RUN_KEY_COLUMNS, **_typed("text", "resource", "signature", "entry"), **HARD_DELETE}},
 }
+# the resources that send a table not named after its resource (`load.empty_tables` creates a table empty
+# after a load of one of them that sent no rows of it)
+SENT_BY: dict[str, tuple[str, ...]] = {
+    "run_config": ("runs",), "run_summary": ("runs",), "metric_axes": ("runs",),
+    "history_long": ("history",), "system_metrics_long": ("system_metrics",),
+    "metric_columns": ("history", "system_metrics"),
+    "run_cursors": ("runs", "history", "system_metrics", "run_metadata", "artifacts"),
+}
+# tables whose rows reach dlt as dicts, not Arrow: dlt's normalizer adds its `_dlt_load_id` and `_dlt_id`
+# columns to these (NOT NULL, so a table created empty must have them from the start)
+DICT_ROW_TABLES = frozenset({"projects", "runs", "run_metadata", "metric_axes", "artifacts", "metric_columns",
+                             "run_cursors"})

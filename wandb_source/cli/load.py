@@ -35,7 +35,8 @@ from dlt.common.exceptions import DltException
 from .. import tables
 from ..exceptions import ConfigurationError, WandbSourceError
 from ..load.plan import plan_load
-from ..load.runner import destination_name, run_load
+from ..load.runner import run_load
+from ..load.shards import destination_name
 from ..logs.source import wandb_offline_source
 from ..source import wandb_source
 from ..state import failed_runs, sampled_runs
@@ -185,8 +186,20 @@ def _entity_of(projects: list[str] | None) -> str | None:
     return None
 
 
+def destination_option(args: argparse.Namespace) -> dict[str, Any]:
+    """`--destination`; else the pipeline's `[pipelines.<name>] destination_type`; else, for a shard named with
+    `--pipeline-name`, the default pipeline's, so every shard loads where `.dlt/config.toml` says."""
+    if args.destination:
+        return {"destination": args.destination}
+    if args.pipeline_name != PIPELINE_NAME and not dlt.config.get(f"pipelines.{args.pipeline_name}.destination_type"):
+        default = dlt.config.get(f"pipelines.{PIPELINE_NAME}.destination_type")
+        if default:
+            return {"destination": default}
+    return {}
+
+
 def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
-    options = {"destination": args.destination} if args.destination else {}
+    options = destination_option(args)
     progress = None if args.progress == "none" else args.progress
     package = PROGRESS_PACKAGES.get(progress or "")
     if package and importlib.util.find_spec(package[0]) is None:
@@ -228,7 +241,7 @@ def on_loaded(args: argparse.Namespace, table: str, script: str, work: Callable[
     """Run `work(pipeline, out)` on the pipeline that loaded `args.dataset` (for `export` and `plot`; state
     synced from the destination, `out` = `args.out`, relative to the current folder). Exit code 1, with
     one paragraph, when `table` was never loaded or the destination fails."""
-    options = {"destination": args.destination} if args.destination else {}
+    options = destination_option(args)
     try:
         pipeline = dlt.pipeline(args.pipeline_name, dataset_name=args.dataset, **options)
         pipeline.sync_destination()

@@ -223,3 +223,4 @@ def forget_lost_destination(pipeline: Any) -> bool:
                    pipeline.dataset_name, pipeline.pipeline_name)
     pipeline.drop()
     return True
+

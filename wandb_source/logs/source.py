@@ -208,7 +208,7 @@ def _system_rows(selection: Selection) -> Callable[[RunLog, dict[str, Any]], Ite
     def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
         """The run's samples read this time (merged on `_timestamp`: a sample read again is not duplicated)."""
         columns = ColumnMap(state.setdefault(COLUMNS, {}), OWN_SYSTEM_METRIC_COLUMNS,
-                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming)
+                            settings.MAX_SYSTEM_METRICS_COLUMNS, dlt.current.source_schema().naming, "system_metrics")
         tables = metric_tables(selection.apply(log.events), _run_tuple(log), columns, "_timestamp")
         yield from _metric_items(tables, columns, "system_metrics")
 
