@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS_ONLY = {"wandb", "psycopg2", "psycopg2-binary", "adbc-driver-postgresql", "deltalake", "graphql-core",
-               "matplotlib"}
+               "matplotlib", "dagster", "dagster-dlt"}
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,7 @@ class RequestRecord:
     done: float  # answer sent
     request: tuple | None = None  # (method, path, body) for replaying the exact traffic
     headers: dict = field(default_factory=dict)  # the request's User-Agent and Use-Admin-Privileges
+    user: str | None = None  # whose API key asked
 
 
 def retry_after_value(seconds: float, as_date: bool) -> str:
@@ -161,10 +162,11 @@ class Faults:
         return None
 
     def record(self, operation: str, variables: dict, status: int, arrived: float | None = None,
-               request: tuple | None = None, headers: dict | None = None) -> None:
+               request: tuple | None = None, headers: dict | None = None, user: str | None = None) -> None:
         now = time.time()
         with self._lock:
-            self.log.append(RequestRecord(operation, variables, status, arrived or now, now, request, headers or {}))
+            self.log.append(RequestRecord(operation, variables, status, arrived or now, now, request, headers or {},
+                                          user))
 
     def counts(self) -> Counter:
         with self._lock:

@@ -313,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]
         emu.faults.record(operation, variables, 200, self.arrived, ("POST", self.path, self._raw_body),
-                          {k: self.headers.get(k) for k in ("User-Agent", "Use-Admin-Privileges")})
+                          {k: self.headers.get(k) for k in ("User-Agent", "Use-Admin-Privileges")}, username)
         self._json(200, payload, headers, truncate=rule is not None and rule.kind == "truncate")
 
     def _download(self, kind: str, rest: str) -> None:

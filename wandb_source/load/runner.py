@@ -59,7 +59,7 @@ def _run_load(pipeline: dlt.Pipeline, source: Any, refresh: Optional[str]) -> An
     pipeline.extract(source, refresh=refresh, **load_options(destination_name(pipeline)))  # type: ignore[arg-type]
     info = _normalize_and_load(pipeline)
     with dataset_lock(pipeline):
-        create_missing_tables(pipeline, source.selected_resources.keys())
+        create_missing_tables(pipeline, _resource_names(source))
     return info
 
 
@@ -92,3 +92,11 @@ def duckdb_sizing(pipeline: dlt.Pipeline) -> Any:
     if destination_name(pipeline) != "duckdb" or not pipeline.default_schema_name or user_set_duckdb_global_config():
         return nullcontext()
     return duckdb_global_config(json.dumps({"memory_limit": duckdb_memory_limit(pipeline.default_schema)}))
+
+
+def _resource_names(data: Any) -> list[str]:
+    """The resources `data` (a source, a resource, or a list of resources) runs."""
+    if hasattr(data, "selected_resources"):
+        return list(data.selected_resources)
+    items = data if isinstance(data, (list, tuple)) else [data]
+    return [item.name for item in items if hasattr(item, "name")]

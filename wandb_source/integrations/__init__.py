@@ -1,0 +1,1 @@
+"""Orchestrators: `dagster` (assets through dagster-dlt, one partition per shard). Airflow: README, "At scale"."""
