@@ -125,3 +125,34 @@ def _assert_one_column_per_key(pipelines: dict) -> None:
     assert len({c for _, c in history}) == len(history), "two W&B keys share a history column"
     assert {("val/acc", "number"), ("val_acc", "number"), ("status", "text"), ("status", "number")} <= {
         (k, kind) for (t, k, kind) in recorded if t == "history"}
+
+
+def test_a_schema_change_another_pipeline_made_first_is_retried(tmp_path, monkeypatch):
+    """dlt's advice for pipelines racing on one dataset: a failed schema update is safe to load again."""
+    from dlt.common.destination.exceptions import SchemaUpdateTransientError
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    from wandb_source.load import runner
+
+    pipeline = dlt.pipeline("race", destination=dlt.destinations.duckdb(str(tmp_path / "race.duckdb")),
+                            dataset_name="race", pipelines_dir=str(tmp_path / "pipelines"))
+    calls = []
+
+    def run(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < 3:
+            cause = RuntimeError('relation "history" already exists')
+            try:
+                raise SchemaUpdateTransientError("wandb", ["history"], cause)
+            except SchemaUpdateTransientError as e:
+                raise PipelineStepFailed(pipeline, "load", "1", e) from e
+        return None
+
+    monkeypatch.setattr(pipeline, "run", run)
+    monkeypatch.setattr(runner.time, "sleep", lambda seconds: None)
+    assert runner._normalize_and_load(pipeline) is None and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(runner, "SCHEMA_RACE_RETRIES", 1)
+    with pytest.raises(PipelineStepFailed):
+        runner._normalize_and_load(pipeline)
+    assert len(calls) == 2

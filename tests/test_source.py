@@ -84,7 +84,7 @@ def test_incremental_loads_fetch_only_what_changed(pipeline, emulator):
     assert loaded_runs[deleted.name]["deleted_at"] is not None
     assert all(r["deleted_at"] is None for k, r in loaded_runs.items() if k != deleted.name)
     assert new_run.name in loaded_runs
-    assert "new_metric" in rows(pipeline, "history")[0]
+    assert "new__metric" in rows(pipeline, "history")[0]  # `new/metric` (README, Column names)
 
     emulator.faults.clear_log()
     load(pipeline, emulator)

@@ -148,8 +148,8 @@ def test_the_public_api_is_a_sorted_all_and_nothing_else():
 
     assert wandb_source.__all__ == sorted(wandb_source.__all__)
     public = {name for name in vars(wandb_source) if not name.startswith("_")}
-    subpackages = {"api", "cli", "convert", "emulator", "exceptions", "load", "logs", "readback", "settings", "source",
-                   "state", "tables"}
+    subpackages = {"api", "cli", "convert", "emulator", "exceptions", "integrations", "load", "logs", "readback",
+                   "settings", "source", "state", "tables"}
     assert public - subpackages == set(wandb_source.__all__)
 
 
