@@ -18,11 +18,11 @@ lint: $(VENV)/.installed  ## ruff over the tree, mypy (strict) over the package
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed  ## lint, the suite under the pessimistic emulator profile, then (but the slow kill tests) the convenient one (needs PostgreSQL on 127.0.0.1:5432)
+test: $(VENV)/.installed  ## lint, the suite under the pessimistic emulator profile, then the server-facing tests (not slow, not one_profile) under the convenient one (needs PostgreSQL on 127.0.0.1:5432)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	WANDB_EMULATOR_PROFILE=pessimistic $(PY) -m pytest $(PYTEST_ARGS)
-	WANDB_EMULATOR_PROFILE=convenient $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	WANDB_EMULATOR_PROFILE=convenient $(PY) -m pytest -m "not slow and not one_profile" $(PYTEST_ARGS)
 
 test-once: $(VENV)/.installed  ## one pass under one profile: make test-once PROFILE=convenient
 	WANDB_EMULATOR_PROFILE=$(or $(PROFILE),pessimistic) $(PY) -m pytest $(PYTEST_ARGS)

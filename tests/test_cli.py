@@ -11,6 +11,8 @@ import pytest
 
 from tests.test_pipeline_script import PG_DSN, ROOT, project_dir, run_script
 
+pytestmark = pytest.mark.one_profile  # options and exit codes of the command line: the server profile does not change it
+
 ENTITY, PROJECT = "emulator", "demo"
 
 

@@ -15,7 +15,7 @@ from wandb_source import wandb_source  # noqa: E402
 from wandb_source.emulator import DatasetSpec  # noqa: E402
 from wandb_source.integrations.dagster import RESOURCES, WandbShard, wandb_assets  # noqa: E402
 
-pytestmark = pytest.mark.slow  # orchestration, not server behaviour: one profile
+pytestmark = pytest.mark.one_profile  # orchestration, not server behaviour
 
 PROJECTS = ("alpha", "beta")
 BETA_KEY = "beta-team-key-" + "0" * 26

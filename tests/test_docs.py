@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import drop_dataset, load, make_pipeline
 from tests.test_pipeline_script import ROOT
 
+pytestmark = pytest.mark.one_profile  # the README against the code and the demo data: the server profile does not change it
+
 README = (ROOT / "README.md").read_text()
 SCRIPTS = ["load", "export", "plot"]
 

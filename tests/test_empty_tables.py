@@ -14,6 +14,8 @@ from wandb_source.emulator import DatasetSpec
 from wandb_source.load.dlt_internals import delta_table
 from wandb_source.load.runner import run_load
 
+pytestmark = pytest.mark.one_profile  # destination tables, whatever the server says: the server profile does not change it
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 EMPTY = ("artifacts", "history_long", "system_metrics_long")
 

@@ -16,6 +16,8 @@ from tests.helpers import DESTINATIONS, drop_dataset, load, make_pipeline
 from tests.test_pipeline_script import ROOT, project_dir, run_script
 from wandb_source.readback.export import COMPONENTS, export_parquet
 
+pytestmark = pytest.mark.one_profile  # reading a loaded dataset back: the server profile does not change it
+
 ENTITY, PROJECT = "emulator", "demo"
 
 

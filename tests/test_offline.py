@@ -20,6 +20,8 @@ from wandb_source.logs.records import LogEnd, read_records
 from wandb_source.logs.source import wandb_offline_source
 from wandb_source.state import open_logs, resources
 
+pytestmark = pytest.mark.one_profile  # run logs, no server at all: the server profile does not change it
+
 STEPS = 40
 LOGGING = f"""
 import math, wandb

@@ -12,6 +12,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+pytestmark = pytest.mark.one_profile  # the wheel's metadata and contents: the server profile does not change it
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS_ONLY = {"wandb", "psycopg2", "psycopg2-binary", "adbc-driver-postgresql", "deltalake", "graphql-core",
                "matplotlib", "dagster", "dagster-dlt"}

@@ -13,6 +13,8 @@ import duckdb
 import psycopg2
 import pytest
 
+pytestmark = pytest.mark.one_profile  # configuration and destinations of the command line: the server profile does not change it
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"
 

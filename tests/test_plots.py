@@ -14,6 +14,8 @@ from tests.test_exports import _env
 from tests.test_pipeline_script import ROOT, project_dir, run_script
 from wandb_source.readback.curves import curve, find_runs
 
+pytestmark = pytest.mark.one_profile  # reading a loaded dataset back: the server profile does not change it
+
 ENTITY, PROJECT = "emulator", "demo"
 
 

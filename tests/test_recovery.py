@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import assert_history_equals_emulator, drop_dataset, load, make_pipeline
 from wandb_source.load.dlt_internals import check_dlt_version, repair_interrupted_normalize, reset_interrupted_merges
 
+pytestmark = pytest.mark.one_profile  # dlt's working folder after a kill: the server profile does not change it
+
 
 @pytest.mark.parametrize("destination", ["duckdb", "postgres"])
 def test_a_half_copied_merge_starts_over(tmp_path, emulator, destination):

@@ -20,7 +20,7 @@ from tests.test_pipeline_script import ROOT, project_dir
 from wandb_source.emulator import DatasetSpec
 from wandb_source.load.shards import dataset_lock
 
-pytestmark = pytest.mark.slow  # concurrency of loads, not server behaviour: one profile
+pytestmark = pytest.mark.one_profile  # concurrency of loads, not server behaviour
 
 PROJECTS = ("alpha", "beta")
 # each project logs a spelling or a kind of a key that the other logs differently: named by whoever saw it
