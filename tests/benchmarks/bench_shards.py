@@ -66,7 +66,7 @@ def finish(procs: list[subprocess.Popen]) -> int:
     return waits
 
 
-def scenario(name: str, args: argparse.Namespace, url: str, work: Path) -> tuple[float, int]:
+def scenario(name: str, args: argparse.Namespace, url: str, work: Path) -> tuple[float, int, int]:
     projects = [f"p{i}" for i in range(args.projects)]
     dataset = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def scenario(name: str, args: argparse.Namespace, url: str, work: Path) -> tuple
         waits = sum(finish([load(work, url, dataset, f"{p}_{dataset}", [p], args.destination)]) for p in projects)
     else:
         waits = finish([load(work, url, dataset, f"{p}_{dataset}", [p], args.destination) for p in projects])
-    seconds = time.perf_counter() - started
+    seconds, rows = time.perf_counter() - started, -1
     if args.destination == "postgres":
         with psycopg2.connect(PG_DSN) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {dataset}.history")
@@ -84,9 +84,7 @@ def scenario(name: str, args: argparse.Namespace, url: str, work: Path) -> tuple
             cur.execute(f"SELECT nspname FROM pg_namespace WHERE nspname LIKE '{dataset}%'")
             for (schema,) in cur.fetchall():
                 cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        if rows != args.projects * args.runs * args.steps:
-            print(f"  note: {name} loaded {rows} history rows; the generator varies run lengths")
-    return seconds, waits
+    return seconds, waits, rows
 
 
 def main() -> None:
@@ -100,19 +98,21 @@ def main() -> None:
     args = p.parse_args()
     emulator, url = start_emulator(args)
     try:
-        results: dict[str, list[tuple[float, int]]] = {}
+        results: dict[str, list[tuple[float, int, int]]] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for attempt in range(args.repeat):  # interleaved, so that machine noise hits every scenario
                 for name in ("one-pipeline", "shards-serial", "shards-parallel"):
-                    results.setdefault(name, []).append(scenario(name, args, url, Path(tmp) / f"{name}-{attempt}"))
-                    (Path(tmp) / f"{name}-{attempt}").mkdir(exist_ok=True)
-        base = statistics.median(s for s, _ in results["one-pipeline"])
+                    work = Path(tmp) / f"{name}-{attempt}"
+                    work.mkdir()
+                    results.setdefault(name, []).append(scenario(name, args, url, work))
+        base = statistics.median(r[0] for r in results["one-pipeline"])
         print(f"{args.projects} projects x {args.runs} runs x {args.steps} steps, {args.latency * 1000:.0f} ms per "
               f"request, into {args.destination}, median of {args.repeat}:")
-        print(f"{'scenario':<18}{'wall s':>9}{'vs one':>8}{'lock waits':>12}")
+        print(f"{'scenario':<18}{'wall s':>9}{'vs one':>8}{'lock waits':>12}{'history rows':>14}")
         for name, runs in results.items():
-            wall = statistics.median(s for s, _ in runs)
-            print(f"{name:<18}{wall:>9.1f}{wall / base:>8.2f}{sum(w for _, w in runs):>12}")
+            wall = statistics.median(r[0] for r in runs)
+            rows = sorted({r[2] for r in runs})
+            print(f"{name:<18}{wall:>9.1f}{wall / base:>8.2f}{sum(r[1] for r in runs):>12}{rows!s:>14}")
     finally:
         emulator.terminate()
 
