@@ -122,15 +122,16 @@ def test_ratelimit_headers_pace_a_load_before_the_server_refuses(tmp_path, make_
     sliding window's count can still move between two answers, so a 429 may come, but within one window.
     Under an opaque quota (pessimistic profile: Remaining on a 0-1000 scale, a history read dearer than a
     runs page, no Limit said) the gate first learns what each operation costs: a few 429s may come while it
-    does, early in the load, none after. Without the learning this load drew 36 of 90 answers 429."""
+    does, in the first half of the load, none after. Without the learning this load drew 36 of 90 answers 429."""
     emu = make_emulator(rate_limit=10)
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emu, **FAST)
     assert_history_equals_emulator(pipeline, emu)
     log = emu.faults.requests()
     refused = [r.at - log[0].at for r in log if r.status == 429]
+    span = log[-1].at - log[0].at  # ~15 s here; relative, so that a slow machine does not move the bar
     if emu.profile.quota_units:
-        assert len(log) > 30 and len(refused) <= 6 and max(refused, default=0) <= 6.0, refused
+        assert len(log) > 30 and len(refused) <= 6 and max(refused, default=0) <= span / 2, (refused, span)
     else:
         assert len(log) > 30 and len(refused) <= 3 and (not refused or max(refused) - min(refused) <= 1.0), refused
 
