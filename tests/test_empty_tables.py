@@ -68,11 +68,10 @@ def test_every_table_exists_after_the_first_load_and_takes_rows_later(pipeline, 
     assert rows(pipeline, "history_long"), "rows beyond the column budget did not load into the empty table"
 
 
-@pytest.mark.parametrize("resources", [("runs",)])
-def test_only_the_tables_of_the_resources_that_ran_are_created(tmp_path, make_emulator, resources):
+def test_only_the_tables_of_the_resources_that_ran_are_created(tmp_path, make_emulator):
     emu = make_emulator(DatasetSpec(runs=2, steps=10))
     pipeline = make_pipeline("duckdb", tmp_path)
-    source = wandb_source(entity="emulator", base_url=emu.url, api_key=emu.api_key).with_resources(*resources)
+    source = wandb_source(entity="emulator", base_url=emu.url, api_key=emu.api_key).with_resources("runs")
     run_load(pipeline, source)
     created = set(pipeline.default_schema.data_table_names(include_incomplete=True))
     assert created == {"runs", "run_config", "run_summary", "metric_axes", "run_cursors"}

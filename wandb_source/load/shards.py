@@ -2,9 +2,9 @@
 
 They fetch from W&B in parallel — the slow part — and take turns on the dataset: `dataset_lock` holds a lock
 named after the dataset while a pipeline writes to it. Without turns, two loads that both see a W&B key for
-the first time both insert its `metric_columns` row (a duplicate-key failure on Postgres, a commit conflict on
-Delta), and two schema changes of one table race. Column names need no lock: they are a pure function of the
-key (`convert/columns.py`).
+the first time both insert its `metric_columns` row (a duplicate-key failure on Postgres, the row twice in a
+Delta table: both seen in tests/test_shards.py without the lock), and two schema changes of one table race.
+Column names need no lock: they are a pure function of the key (`convert/columns.py`).
 
 - Postgres: a session advisory lock (`pg_advisory_lock`) on the dataset's name, on a connection of its own
   (released when the connection closes, also when the process dies).
