@@ -31,6 +31,7 @@ MAX_RATE_RESET_SECONDS = 3600.0  # a longer RateLimit-Reset is read as this (an 
 # long table `history_long` (one row per run, step and key) instead of new columns.
 MAX_HISTORY_COLUMNS = 800
 MAX_SYSTEM_METRICS_COLUMNS = 800
+MAX_TABLE_COLUMNS = 1000  # columns of one logged wandb.Table's destination table (a wider one is not loaded)
 
 # -- W&B -------------------------------------------------------------------------------------
 WANDB_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")

@@ -37,6 +37,7 @@ from .api.credentials import (
     resolve_api_key,
 )
 from .convert.columns import ColumnMap
+from .convert.logged_tables import table_keys
 from .convert.run_objects import EVENTS_FILE, METADATA_FILE, artifact_rows, metadata_row
 from .convert.runs import SIGNATURE, project_row, signed, sweep_row, sweeps_table
 from .convert.selection import KeySelection, Selection, StepWindow
@@ -57,6 +58,14 @@ from .load.jobs import (
     history_batches,
     run_tables,
     table_item,
+)
+from .load.logged_tables import (
+    TableColumns,
+    TablesCursor,
+    TableSelection,
+    history_refs,
+    read_online,
+    table_rows,
 )
 from .load.pool import DONE, in_parallel
 from .load.progress import Progress
@@ -98,6 +107,8 @@ def wandb_source(
     last_steps: Optional[int] = None,
     system_metrics_include: Optional[Sequence[str]] = None,
     system_metrics_exclude: Optional[Sequence[str]] = None,
+    tables_include: Optional[Sequence[str]] = None,
+    tables_exclude: Optional[Sequence[str]] = None,
     use_admin_privileges: bool = True,
     requests_per_minute: Optional[float] = None,
 ) -> Sequence[DltResource]:
@@ -129,6 +140,9 @@ def wandb_source(
         last_steps: per run and load, only the last N steps holding a selected key.
         system_metrics_include: glob patterns of system-metric keys to load (`system.gpu.*`).
         system_metrics_exclude: glob patterns of system-metric keys not to load.
+        tables_include: glob patterns of the W&B keys whose logged `wandb.Table`s to load (`eval/*`); default
+            every key. The tables' steps follow `min_step`/`max_step`; `last_steps` N keeps each key's last N.
+        tables_exclude: glob patterns of the keys whose tables not to load.
         use_admin_privileges: send `Use-Admin-Privileges: true` as `wandb.Api()` does (an admin then sees
             what `wandb.Api()` shows them); false to read with the user's own view.
         requests_per_minute: at most this many requests a minute, spread evenly over every worker (W&B limits
@@ -137,7 +151,8 @@ def wandb_source(
 
     Returns:
         Resources `projects`, `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history`
-        (+ `history_long`), `system_metrics`, `run_metadata`, `artifacts` and `sweeps`.
+        (+ `history_long`), `system_metrics`, `run_metadata`, `artifacts`, `sweeps` and `logged_tables`
+        (one `wandb_table__<key>` table per W&B key that logged a `wandb.Table`).
     """
     if entity is not None and (not isinstance(entity, str) or not entity.strip()):
         raise ConfigurationError(f"`entity` {entity!r} is not a W&B entity name: set it under [sources.wandb] in "
@@ -152,6 +167,7 @@ def wandb_source(
     history_selection = Selection(KeySelection.of(history_include, history_exclude, "history"),
                                   StepWindow.of(min_step, max_step, last_steps))
     system_selection = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
+    table_selection = TableSelection(KeySelection.of(tables_include, tables_exclude, "tables"), history_selection.window)
     targets = _project_list(client, entity, projects)
     listing = _runs_listing(client, targets, filters, discovered=() if projects else (entity,))
     return with_storage_hints((
@@ -163,6 +179,7 @@ def wandb_source(
         listing | _run_metadata(client, max_workers),
         listing | _artifacts(client),
         _sweeps(client, targets),
+        listing | _logged_tables(client, history_page_size, max_workers, table_selection),
     ))
 
 
@@ -383,7 +400,7 @@ def _system_metrics(client: WandbClient, max_workers: int, selection: Selection)
     return system_metrics
 
 
-def _note_selection_change(state: dict[str, Any], selection: Selection, loaded_before: bool) -> None:
+def _note_selection_change(state: dict[str, Any], selection: Selection | TableSelection, loaded_before: bool) -> None:
     """A changed selection applies from this load on; steps loaded before keep the old one."""
     previous, now = state.get("selection"), selection.fingerprint()
     if previous is not None and previous != now and loaded_before:
@@ -447,9 +464,15 @@ def _run_jobs(jobs: list[Any], work: Any, max_workers: int, state: dict[str, Any
             continue
         progress.run_done()
         if error is None:
-            cursors[job.key] = job.entry().to_state()
+            entry = job.entry()
             failed.pop(job.key, None)
             _note_sampled(job, sampled)
+            if job.problems:  # logged tables not loaded: kept in the run's cursor, the run is read again next load
+                entry.signature = None
+                for problem in job.problems:
+                    logger.error("run %s: %s; it will be fetched again on the next load", job.key, problem)
+                failed[job.key] = "; ".join(job.problems)
+            cursors[job.key] = entry.to_state()
         elif isinstance(error, (RunGone, NotFoundError)):  # deleted during the load: fetched in full if it returns
             cursors.pop(job.key, None)
         elif isinstance(error, (AuthenticationError, ConfigurationError)):
@@ -548,3 +571,57 @@ def _sweeps(client: WandbClient, targets: list[tuple[str, str]]) -> DltResource:
                 yield table_item("sweeps", sweeps_table(rows))
 
     return sweeps
+
+
+def _logged_tables(client: WandbClient, page_size: int, max_workers: int, selection: TableSelection) -> DltResource:
+    @dlt.transformer(name="logged_tables", write_disposition=MERGE, parallelized=True)  # type: ignore[arg-type]  # dlt types it as a literal
+    def logged_tables(listing: dict[str, Any]) -> Iterator[Any]:
+        """Every `wandb.Table` a run logged, one destination table per W&B key (`wandb_table__<key>`), keyed
+        (entity, project, run_id, _step, _row): the table's columns as columns, named as metric columns are
+        (the map is in `metric_columns`, `table_name` = the destination table). Narrowed by `tables_include`/
+        `tables_exclude`, `min_step`/`max_step`, `last_steps` (per key). Per-run cursor on `_step`: a second
+        load reads only the steps after the last one read, only for runs whose change signals moved, and
+        fetches each new table file once; a file that could not be loaded is fetched again."""
+        state = dlt.current.resource_state()
+        cursors = _cursors("logged_tables")
+        columns = TableColumns(state.setdefault("columns", {}), dlt.current.source_schema().naming)
+        _note_selection_change(state, selection, bool(cursors))
+        jobs = _jobs(listing, cursors)
+        _find_table_keys(client, jobs, selection)
+
+        def work(job: RunJob) -> Iterator[Any]:
+            cursor = job.cursor = TablesCursor.from_state(job.previous.cursor if job.previous else None)
+            refs = history_refs(client, job.run_key, cursor.history, set(job.table_keys), page_size,
+                                selection.window, job.history_line_count) if job.table_keys else []
+            for item in table_rows([*cursor.retry, *selection.pick(refs)], job.run_key, columns,
+                                   read_online(client, job.run_key, max_workers)):
+                if item[0] == "failed":
+                    cursor.retry, job.problems = item[1], item[2]
+                else:
+                    yield item
+
+        yield from _run_jobs(jobs, work, max_workers, state, cursors, "logged_tables")
+        yield from _cursor_items(cursors)
+        rows = columns.added_rows()
+        if rows:
+            yield table_item("metric_columns", rows)
+
+    return logged_tables
+
+
+def _find_table_keys(client: WandbClient, jobs: list[RunJob], selection: TableSelection) -> None:
+    """Each job's keys that logged a table (and that the selection wants), 50 runs per request."""
+    by_project: dict[tuple[str, str], list[RunJob]] = {}
+    for job in jobs:
+        by_project.setdefault((job.entity, job.project), []).append(job)
+    for (entity, project), project_jobs in by_project.items():
+        for start in range(0, len(project_jobs), settings.DETAIL_BATCH_SIZE):
+            batch = {job.run_id: job for job in project_jobs[start:start + settings.DETAIL_BATCH_SIZE]}
+            try:
+                found = client.run_table_keys(entity, project, list(batch))
+            except NotFoundError:
+                break  # the project went away during the load
+            for name, (summary, history_keys) in found.items():
+                if name in batch:
+                    keys = table_keys(summary, history_keys)
+                    batch[name].table_keys = frozenset(k for k in keys if selection.keys.wants(k))

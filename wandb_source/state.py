@@ -54,17 +54,19 @@ FAILED = "failed"
 SAMPLED = "sampled"
 METADATA_LOADED = "loaded"
 DIGESTS = "digests"
-RUN_TABLES = ("history", "system_metrics")  # the resources that fetch run by run and may fail a run
+RUN_TABLES = ("history", "system_metrics", "logged_tables")  # the resources that fetch run by run and may fail a run
 LOGS_READ = "logs"  # offline source
 OPEN_LOGS = "open_logs"
 LAST_STEP = "last_step"
 COLUMNS = "columns"
-LOG_TABLES = ("runs", "history", "system_metrics", "run_metadata")  # the offline source's resources
+RETRY = "retry"  # offline logged tables: references whose file could not be read, per run
+LOG_TABLES = ("runs", "history", "system_metrics", "run_metadata", "logged_tables")  # the offline source's resources
 CURSOR_TABLE = "run_cursors"
 KEPT_IN = "cursors_kept_in"  # resource state: CURSOR_TABLE once the resource wrote there; dlt's refresh and
 # `dlt pipeline drop` wipe it with the resource's state, and the table's rows of that resource are then ignored
 LEGACY_PATHS = {"runs": SIGNATURES, "artifacts": SIGNATURES, "history": CURSORS, "system_metrics": CURSORS,
-                "run_metadata": METADATA_LOADED}  # where dlt state kept the entries before `run_cursors`
+                "run_metadata": METADATA_LOADED,  # where dlt state kept the entries before `run_cursors`
+                "logged_tables": CURSORS}  # (never: it started in `run_cursors`)
 
 
 def run_key(entity: str, project: str, run_id: str) -> str:

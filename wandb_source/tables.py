@@ -98,9 +98,22 @@ TABLE_HINTS: dict[str, Any] = {
 SENT_BY: dict[str, tuple[str, ...]] = {
     "run_config": ("runs",), "run_summary": ("runs",), "metric_axes": ("runs",),
     "history_long": ("history",), "system_metrics_long": ("system_metrics",),
-    "metric_columns": ("history", "system_metrics"),
-    "run_cursors": ("runs", "history", "system_metrics", "run_metadata", "artifacts"),
+    "metric_columns": ("history", "system_metrics", "logged_tables"),
+    "run_cursors": ("runs", "history", "system_metrics", "run_metadata", "artifacts", "logged_tables"),
 }
+# `logged_tables` sends one table per W&B key that logged a wandb.Table: `wandb_table__<key>`, each with these
+LOGGED_TABLE_PREFIX = "wandb_table__"
+LOGGED_TABLE_HINTS: dict[str, Any] = {"primary_key": (*HISTORY_KEY, "_row"),
+                                      "columns": {**_RUN_KEY_COLUMNS, **_STEP, **_typed("bigint", "_row")}}
+
+
+def hints_of(table: str) -> dict[str, Any]:
+    """`table`'s key and column hints: its TABLE_HINTS entry, or LOGGED_TABLE_HINTS for a logged table's."""
+    if table in TABLE_HINTS:
+        return dict(TABLE_HINTS[table])
+    if table.startswith(LOGGED_TABLE_PREFIX):
+        return LOGGED_TABLE_HINTS
+    raise KeyError(f"{table!r} is not a table of wandb_source (tables.TABLE_HINTS)")
 # tables whose rows reach dlt as dicts, not Arrow: dlt's normalizer adds its `_dlt_load_id` and `_dlt_id`
 # columns to these (NOT NULL, so a table created empty must have them from the start)
 DICT_ROW_TABLES = frozenset({"projects", "runs", "run_metadata", "metric_axes", "artifacts", "metric_columns",

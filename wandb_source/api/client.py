@@ -169,6 +169,31 @@ class WandbClient(Transport):
                         urls[run["name"]] = node.get("url") or node["directUrl"]
         return urls
 
+    def run_files(self, entity: str, project: str, run: str, file_names: list[str]) -> dict[str, str]:
+        """{file: download URL} of the files `file_names` of one run (those it has), one request per 50 names:
+        the SDK's `Run.files(names=[...])`, nested as in `run_file_urls`."""
+        urls: dict[str, str] = {}
+        for start in range(0, len(file_names), settings.DETAIL_BATCH_SIZE):
+            wanted = file_names[start:start + settings.DETAIL_BATCH_SIZE]
+            fields = queries.RUN_FILES % {"names": json.dumps(wanted)}
+            for page in self.run_pages(entity, project, {"name": {"$in": [run]}}, per_page=1, fields=fields):
+                for found in page:
+                    for edge in (found.get("files") or {}).get("edges") or []:
+                        node = (edge or {}).get("node") or {}
+                        if node.get("name") in wanted and (node.get("url") or node.get("directUrl")):
+                            urls[node["name"]] = node.get("url") or node["directUrl"]
+        return urls
+
+    def run_table_keys(self, entity: str, project: str, names: list[str]) -> dict[str, tuple[Any, Any]]:
+        """{run: (summary, historyKeys)} of the runs in `names`: the two fields of the SDK's RUN_FRAGMENT that
+        say which keys logged a `wandb.Table` (`convert.logged_tables.table_keys`)."""
+        fields = self.fields("Run", ("name", "summaryMetrics", "historyKeys"), queries.REQUIRED_RUN_FIELDS)
+        out = {}
+        for page in self.run_pages(entity, project, {"name": {"$in": names}}, per_page=len(names), fields=fields):
+            for run in page:
+                out[run["name"]] = (_json_field(run.get("summaryMetrics")), _json_field(run.get("historyKeys")))
+        return out
+
     def run_artifacts(self, entity: str, project: str, names: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """{run: {"output": [artifact version...], "input": [...]}} for the runs in `names`. At most
         `ARTIFACTS_PER_REQUEST` artifact nodes per request, as the SDK's page of 100 for one run."""
@@ -273,6 +298,16 @@ def _parquet_listing(run: dict[str, Any]) -> tuple[list[str], list[int]]:
     live = sorted({as_step(item["_step"]) for item in history.get("liveData") or []
                    if isinstance(item, dict) and item.get("_step") is not None})
     return list(history.get("parquetUrls") or []), live
+
+
+def _json_field(value: Any) -> Any:
+    """A JSONString field (W&B sends JSON text; NaN tokens kept) as a value; None when unreadable."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
 
 
 def as_step(value: Any) -> int:

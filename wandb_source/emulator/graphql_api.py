@@ -394,7 +394,7 @@ RUN_FIELDS: dict[str, Callable] = {
     "historyLineCount": lambda r, info: len(r.history),
     "eventsLineCount": lambda r, info: len(r.events),
     "user": lambda r, info: _user(r.username),
-    "historyKeys": lambda r, info, format=None: r.history_keys(),
+    "historyKeys": lambda r, info, format=None: _history_keys(r, info),
     "history": resolve_history,
     "sampledHistory": resolve_sampled_history,
     "events": lambda r, info, samples=None: [dumps_wandb(e) for e in sample(r.events, _events_samples(info, samples))],
@@ -404,6 +404,18 @@ RUN_FIELDS: dict[str, Callable] = {
     "outputArtifacts": lambda r, info, after=None, first=None: _artifacts(r, info, r.output_artifacts, after, first),
     "inputArtifacts": lambda r, info, after=None, first=None: _artifacts(r, info, r.input_artifacts, after, first),
 }
+
+
+def _history_keys(run: Run, info: Any) -> dict:
+    """`historyKeys`; under a profile without `table_key_types`, a table's type count says only "map"."""
+    keys = run.history_keys()
+    if info.context.profile.table_key_types:
+        return keys
+    plain = {key: {**value, "typeCounts": [{**c, "type": "map" if str(c.get("type")).endswith("table-file")
+                                             or c.get("type") in ("joined-table", "partitioned-table") else c["type"]}
+                                            for c in value.get("typeCounts", [])]}
+             for key, value in keys["keys"].items()}
+    return {**keys, "keys": plain}
 
 
 def _events_samples(info: Any, samples: int | None) -> int:

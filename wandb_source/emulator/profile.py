@@ -16,6 +16,7 @@ the emulator behaved before: every exactness test runs under both (`WANDB_EMULAT
 | `max_page_size` | `first` clamped to 100 | no server maximum is documented |
 | `retry_after_date` | `Retry-After` as an HTTP date | wandb-core parses both forms |
 | `quota_units` | under a rate limit, `RateLimit-Remaining` counts an opaque quota on a 0-1000 scale, a history, events or file read costs 3x a light one, no `RateLimit-Limit` | W&B's docs (limited by database time; "0-1000 scale"); wandb-core's ratelimittracker.go estimates requests per unit |
+| `table_key_types` | off: `historyKeys` type counts say `map` for a logged table, not its `_type` (`table-file`) | W&B documents no type names; the SDK never reads them |
 | `missing_fields` | an older server: sweeps without `displayName`, `description`, `runCountExpected` | the SDK's legacy sweep fragment |
 
 `SDK` is the pessimistic profile less `hidden_pages` and `missing_fields`: the SDK's own runs listing stops
@@ -44,6 +45,7 @@ class ServerProfile:
     max_page_size: int | None = 100
     retry_after_date: bool = True
     quota_units: bool = True
+    table_key_types: bool = False
     missing_fields: tuple[str, ...] = LEGACY_SWEEP_FIELDS  # "Type.field" absent from the schema
 
     def but(self, **changes: object) -> ServerProfile:
@@ -54,7 +56,8 @@ class ServerProfile:
 PESSIMISTIC = ServerProfile("pessimistic")
 CONVENIENT = ServerProfile("convenient", sample_history=False, events_cap=None, events_file=False,
                            updated_at_on_append=True, viewer_null_on_bad_key=False, hidden_pages=False,
-                           max_page_size=None, retry_after_date=False, quota_units=False, missing_fields=())
+                           max_page_size=None, retry_after_date=False, quota_units=False, missing_fields=(),
+                           table_key_types=True)
 SDK = PESSIMISTIC.but(name="sdk", hidden_pages=False, missing_fields=())
 PROFILES = {p.name: p for p in (PESSIMISTIC, CONVENIENT, SDK)}
 

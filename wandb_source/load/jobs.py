@@ -28,13 +28,14 @@ from ..convert.selection import Selection, StepWindow, last_rows
 from ..convert.values import arrow_without_nul, loads_wandb, without_nul
 from ..state import EventsCursor, HistoryCursor, RunEntry, run_key
 from .destination import run_rows
+from .logged_tables import TablesCursor
 
 
 def table_item(table: str, item: Any) -> Any:
     """Send `item` to `table` with that table's own key and column hints (tables.TABLE_HINTS);
     U+0000 in strings becomes U+FFFD (PostgreSQL cannot store it; every destination gets the same)."""
     if isinstance(item, pa.Table):
-        item = _keys_not_null(arrow_without_nul(item), tables.TABLE_HINTS[table]["primary_key"])
+        item = _keys_not_null(arrow_without_nul(item), tables.hints_of(table)["primary_key"])
     else:
         item = without_nul(item)
     return dlt.mark.with_hints(item, _hints(table), create_table_variant=True)
@@ -42,7 +43,7 @@ def table_item(table: str, item: Any) -> Any:
 
 @functools.cache
 def _hints(table: str) -> Any:
-    return dlt.mark.make_hints(table_name=table, write_disposition=tables.MERGE, **tables.TABLE_HINTS[table])
+    return dlt.mark.make_hints(table_name=table, write_disposition=tables.MERGE, **tables.hints_of(table))
 
 
 def run_tables(nodes: list[dict[str, Any]], entity: str, project: str, app_url: str) -> Iterator[Any]:
@@ -80,8 +81,10 @@ class RunJob:
     history_batch: Optional[RunBatch] = None  # read together with other small runs
     events_batch: Optional[RunBatch] = None
     state: Optional[str] = None  # W&B's run state when listed
-    cursor: Union[HistoryCursor, EventsCursor, None] = field(default=None)
+    cursor: Union[HistoryCursor, EventsCursor, TablesCursor, None] = field(default=None)
     sampled: Optional[bool] = None  # system metrics: True when W&B gave fewer samples than the run holds
+    table_keys: frozenset[str] = frozenset()  # logged tables: the keys that logged a wandb.Table
+    problems: list[str] = field(default_factory=list)  # logged tables not loaded this time (fetched again next load)
 
     @property
     def key(self) -> str:

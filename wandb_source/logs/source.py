@@ -36,12 +36,14 @@ from dlt.common import logger
 
 from .. import settings
 from ..convert.columns import ColumnMap
+from ..convert.logged_tables import TableRef, table_refs
 from ..convert.metrics import metric_tables
 from ..convert.run_objects import metadata_row
 from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import ConfigurationError
 from ..load.jobs import named_tables, run_tables, table_item
-from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS
+from ..load.logged_tables import TableColumns, TableSelection, table_rows
+from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS, RETRY
 from ..tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, with_storage_hints
 from .records import RunLogError
 from .run_log import RunLog, combine, end_message, parse_log
@@ -55,9 +57,11 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
                          history_exclude: Optional[Sequence[str]] = None, min_step: Optional[int] = None,
                          max_step: Optional[int] = None, last_steps: Optional[int] = None,
                          system_metrics_include: Optional[Sequence[str]] = None,
-                         system_metrics_exclude: Optional[Sequence[str]] = None) -> Any:
+                         system_metrics_exclude: Optional[Sequence[str]] = None,
+                         tables_include: Optional[Sequence[str]] = None,
+                         tables_exclude: Optional[Sequence[str]] = None) -> Any:
     """Loads every `.wandb` run log under `offline_dir` into the tables of the online source, with the
-    same history and system-metrics selection as `wandb_source` (see selection.py)."""
+    same history, system-metrics and logged-tables selection as `wandb_source` (see selection.py)."""
     if importlib.util.find_spec("wandb") is None:
         raise ConfigurationError("--offline-dir reads W&B run logs with the wandb package's protobufs: "
                                  "pip install 'wandb-source[offline]'")
@@ -68,6 +72,7 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
     history = Selection(KeySelection.of(history_include, history_exclude, "history"),
                         StepWindow.of(min_step, max_step, last_steps))
     system = Selection(KeySelection.of(system_metrics_include, system_metrics_exclude, "system_metrics"))
+    tables = TableSelection(KeySelection.of(tables_include, tables_exclude, "tables"), history.window)
     logs = _run_logs(root, LogReader(entity, project, max_workers or os.cpu_count() or 1),
                      {"history": history, "system_metrics": system})
     return with_storage_hints((
@@ -76,6 +81,7 @@ def wandb_offline_source(offline_dir: str = dlt.config.value, entity: Optional[s
         logs | _log_table("history", _history_rows(max_history_columns, history)),
         logs | _log_table("system_metrics", _system_rows(system)),
         logs | _log_table("run_metadata", _metadata_rows),
+        logs | _log_table("logged_tables", _logged_table_rows(tables)),
     ))
 
 
@@ -141,7 +147,7 @@ def _adopt_single_resource_state(source_state: dict[str, Any]) -> None:
     old = resources.get("history", {})
     if "system_columns" not in old:
         return
-    for name in LOG_TABLES:
+    for name in LOG_TABLES[:4]:  # the tables of that time
         state = resources.setdefault(name, {})
         state.setdefault(LOGS_READ, dict(old.get(LOGS_READ, {})))
         state.setdefault(OPEN_LOGS, dict(old.get(OPEN_LOGS, {})))
@@ -202,6 +208,49 @@ def _history_rows(max_columns: int, selection: Selection) -> Callable[[RunLog, d
         last_steps[key] = log.last_row.get("_step", last)
 
     return rows
+
+
+def _logged_table_rows(selection: TableSelection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
+    def rows(log: RunLog, state: dict[str, Any]) -> Iterator[Any]:
+        """The tables referenced by steps after the last one this table read for the run, their files read
+        from the run's folder (`files/<path>`); those that could not be read are tried again when the run's
+        logs are read next."""
+        columns = TableColumns(state.setdefault(COLUMNS, {}), dlt.current.source_schema().naming)
+        last_steps, retries, key = state.setdefault(LAST_STEP, {}), state.setdefault(RETRY, {}), _run_key(log)
+        last = last_steps.get(key, -1)
+        refs = selection.pick(r for r in table_refs(log.history) if r.step > last)
+        retry = [TableRef.from_state(r) for r in retries.pop(key, [])]
+        for item in table_rows([*retry, *refs], _run_tuple(log), columns, _read_files(log)):
+            if item[0] != "failed":
+                yield table_item(*item)
+            elif item[1]:
+                retries[key] = [r.to_state() for r in item[1]]
+                for problem in item[2]:
+                    logger.warning("run log %s: %s; tried again when the run's logs are read next", log.path, problem)
+        last_steps[key] = max(last, log.last_row.get("_step", last))
+        added = columns.added_rows()
+        if added:
+            yield table_item("metric_columns", added)
+
+    return rows
+
+
+def _read_files(log: RunLog) -> Callable[[list[str]], dict[str, Any]]:
+    """Run files by path, from the log's folder or, for a resumed run, a sibling folder of the same run."""
+    run_id = log.node.get("name")
+    folders = [log.path.parent, *sorted(log.path.parent.parent.glob(f"*-{run_id}"), reverse=True)]
+
+    def read(paths: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for path in paths:
+            for folder in folders:
+                file = folder / "files" / path
+                if file.is_file():
+                    found[path] = file.read_bytes()
+                    break
+        return found
+
+    return read
 
 
 def _system_rows(selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:

@@ -1,0 +1,243 @@
+"""Logged `wandb.Table`s: written by the real wandb SDK (offline), served by the emulator as W&B would after a
+sync, loaded into `wandb_table__<key>` and compared cell by cell with what the script logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import loaded_counts, make_pipeline, rows, same_value
+from wandb_source import wandb_source
+from wandb_source.convert.logged_tables import (
+    TableFileError,
+    TableRef,
+    destination_table,
+    first_row_index,
+    parse_table_file,
+    table_keys,
+)
+from wandb_source.convert.selection import KeySelection
+from wandb_source.convert.values import NAMING, value_kind
+from wandb_source.emulator import DatasetSpec
+from wandb_source.emulator.run_logs import add_logged_run
+from wandb_source.load.destination import load_options
+from wandb_source.load.logged_tables import _exact
+from wandb_source.state import resources
+
+ENTITY, PROJECT, STEPS = "lab", "tables", 6
+# what each run logs: shared by the logging script and the expectations below
+DATA = """
+import math
+
+def preds(run, step):
+    special = [math.nan, math.inf, -math.inf, -0.0]
+    return [[i, f"r{run}-s{step}-{i}", special[(step + i) % 4] if i == 1 else step + i / 4, 2**60 + step * 10 + i,
+             (step + i) % 2 == 0, "media" if i == 0 else None, {"a": [i, None], "t": "x" * i}] for i in range(3)]
+
+PREDS_COLUMNS = ["id", "label", "score", "big", "ok", "img", "meta"]
+
+def per_class(run, step):
+    return [[c, run + step / 10] for c in ("cat", "dog")]
+
+def increment(run, step):
+    return [[step, f"added at {step}"]]
+"""
+LOGGING = DATA + """
+import sys, numpy as np, wandb
+run_index = int(sys.argv[1])
+run = wandb.init(project="tables", entity="lab", id=f"run-{run_index}")
+inc = wandb.Table(columns=["step", "note"], log_mode="INCREMENTAL")
+for step in range(6):
+    data = [[wandb.Image(np.zeros((2, 2, 3), dtype=np.uint8)) if c == "media" else c for c in row]
+            for row in preds(run_index, step)]
+    row = {"loss": 1.0 / (step + 1), "preds": wandb.Table(columns=PREDS_COLUMNS, data=data)}
+    if step % 2 == 1:
+        for cells in increment(run_index, step):
+            inc.add_data(*cells)
+        row["inc"] = inc
+    if step in (2, 5):
+        row["eval/per_class"] = wandb.Table(columns=["class", "acc"], data=per_class(run_index, step))
+    if step == 4:
+        a, b = wandb.Table(columns=["id", "x"], data=[[1, 2.0]]), wandb.Table(columns=["id", "y"], data=[[1, 3.0]])
+        row["joined"] = wandb.JoinedTable(a, b, "id")
+    run.log(row)
+run.finish()
+"""
+EXPECTED: dict = {}
+exec(DATA, EXPECTED)  # noqa: S102  # the same functions the script ran
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory) -> list[Path]:
+    """Two finished runs logged offline by the wandb SDK."""
+    root = tmp_path_factory.mktemp("tables")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_ERROR_REPORTING": "false",
+           "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    for i in range(2):
+        subprocess.run([sys.executable, "-c", LOGGING, str(i)], env=env, check=True, timeout=120)
+    return sorted(p for p in (root / "wandb").glob("offline-run-*"))
+
+
+def expected_rows(run: int, steps: range) -> dict[str, list[tuple]]:
+    """{destination table: [(run_id, _step, _row, {column: value})]} of what run `run` logged at `steps`."""
+    out: dict[str, list[tuple]] = {"wandb_table__preds": [], "wandb_table__eval__per_class": [],
+                                   "wandb_table__inc": []}
+    increments = 0
+    for step in range(STEPS):
+        if step % 2 == 1:
+            increments += 1
+        if step not in steps:
+            continue
+        for i, cells in enumerate(EXPECTED["preds"](run, step)):
+            values = dict(zip(EXPECTED["PREDS_COLUMNS"], cells))
+            values["img"] = "Image" if values["img"] == "media" else None  # the run file's media cell
+            out["wandb_table__preds"].append((f"run-{run}", step, i, values))
+        if step in (2, 5):
+            out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(["class", "acc"], cells)))
+                                                    for i, cells in enumerate(EXPECTED["per_class"](run, step))]
+        if step % 2 == 1:
+            out["wandb_table__inc"] += [(f"run-{run}", step, increments - 1, dict(zip(["step", "note"], cells)))
+                                        for cells in EXPECTED["increment"](run, step)]
+    return out
+
+
+def assert_tables_hold(pipeline, steps: range) -> int:
+    """Every logged cell, in the column the state's map names for its key and kind; nothing else. Returns cells."""
+    columns = resources(pipeline.state)["logged_tables"]["columns"]
+    checked = 0
+    for table in ("wandb_table__preds", "wandb_table__eval__per_class", "wandb_table__inc"):
+        key = {"wandb_table__preds": "preds", "wandb_table__eval__per_class": "eval/per_class"}.get(table, "inc")
+        got = {(r["run_id"], r["_step"], r["_row"]): r for r in rows(pipeline, table)}
+        want = [w for run in range(2) for w in expected_rows(run, steps)[table]]
+        assert sorted(got) == sorted(w[:3] for w in want), table
+        for run_id, step, index, values in want:
+            row = got[(run_id, step, index)]
+            for name, value in values.items():
+                kind = value_kind(value)
+                if kind is None:
+                    assert all(row.get(col) is None for col in columns[key][name].values()), (table, name, row)
+                    continue
+                column = columns[key][name][kind]
+                assert same_value(row[column], value, kind), (table, run_id, step, index, name, row[column], value)
+                checked += 1
+    return checked
+
+
+def serve(emu, run_dirs, upto_step: int | None = None) -> list:
+    runs = [add_logged_run(emu.store, d) for d in run_dirs]
+    if upto_step is not None:
+        for run in runs:
+            run.history.truncate_after(upto_step)
+    return runs
+
+
+def _load(pipeline, emu, **kwargs):
+    source = wandb_source(entity=ENTITY, projects=[PROJECT], base_url=emu.url, api_key=emu.api_key, **kwargs)
+    info = pipeline.run(source, **load_options(pipeline.destination.destination_name))
+    info.raise_on_failed_jobs()
+    return info
+
+
+def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_dirs, make_emulator, caplog):
+    """Three steps first, then the rest: each step's rows once, each table file downloaded once in all."""
+    emu = make_emulator(DatasetSpec(runs=0))
+    runs = serve(emu, run_dirs, upto_step=2)
+    emu.store.export_history(ENTITY, PROJECT, "run-0", upto_rows=2)  # its references read from a parquet export too
+    logged = {run.name: list(run.history.rows()) for run in runs}
+    _load(pipeline, emu)
+    assert emu.faults.requests("parquet")
+    assert assert_tables_hold(pipeline, range(3)) > 50
+    assert resources(pipeline.state)["logged_tables"]["failed"] == {}
+
+    complete = [add_logged_run(make_emulator(DatasetSpec(runs=0)).store, d) for d in run_dirs]
+    for run, full in zip(runs, complete):
+        emu.store.append_steps(ENTITY, PROJECT, run.name, list(full.history.rows())[len(logged[run.name]):])
+    with caplog.at_level(logging.WARNING, logger="dlt"):
+        _load(pipeline, emu)
+    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+    assert loaded_counts(pipeline)["wandb_table__preds"] == 2 * 3 * (STEPS - 3)  # only the new steps' rows
+    paths = [r.variables["path"] for r in emu.faults.requests("file") if ".table.json" in r.variables["path"]]
+    assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2)  # preds, inc, eval/per_class: once each
+    joined = [m for m in caplog.messages if "'joined' at step 4" in m and "joined-table" in m]
+    assert len(joined) == 2  # reported, run by run, never silently skipped
+    assert "wandb_table__joined" not in pipeline.default_schema.tables
+    mapped = {(r["table_name"], r["key"]) for r in rows(pipeline, "metric_columns")}
+    assert ("wandb_table__preds", "score") in mapped and ("wandb_table__eval__per_class", "acc") in mapped
+
+
+def test_a_bad_table_file_costs_only_that_table_and_is_fetched_again(tmp_path, run_dirs, make_emulator):
+    emu = make_emulator(DatasetSpec(runs=0))
+    runs = serve(emu, run_dirs)
+    ref = next(r for r in runs[0].history.rows() if r["_step"] == 3)["preds"]
+    good = runs[0].files[ref["path"]]
+    runs[0].files[ref["path"]] = good[:-20]  # cut short: not the file its sha256 names
+    del runs[1].files[next(r for r in runs[1].history.rows() if r["_step"] == 5)["inc"]["path"]]
+    pipeline = make_pipeline("duckdb", tmp_path)
+    _load(pipeline, emu)
+    failed = resources(pipeline.state)["logged_tables"]["failed"]
+    assert set(failed) == {f"{ENTITY}/{PROJECT}/run-0", f"{ENTITY}/{PROJECT}/run-1"}
+    assert "'preds' at step 3" in failed[f"{ENTITY}/{PROJECT}/run-0"] and "sha256" in failed[f"{ENTITY}/{PROJECT}/run-0"]
+    assert "'inc' at step 5" in failed[f"{ENTITY}/{PROJECT}/run-1"]
+    held = {(r["run_id"], r["_step"]) for r in rows(pipeline, "wandb_table__preds")}
+    assert ("run-0", 3) not in held and len(held) == 2 * STEPS - 1
+
+    runs[0].files[ref["path"]] = good  # the files arrive; nothing else about the runs changes
+    runs[1].files.update(add_logged_run(make_emulator(DatasetSpec(runs=0)).store, run_dirs[1]).files)
+    _load(pipeline, emu)
+    assert resources(pipeline.state)["logged_tables"]["failed"] == {}
+    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+
+
+def test_table_selection_and_last_version(tmp_path, run_dirs, make_emulator):
+    emu = make_emulator(DatasetSpec(runs=0))
+    serve(emu, run_dirs)
+    pipeline = make_pipeline("duckdb", tmp_path)
+    _load(pipeline, emu, tables_include=["eval/*", "preds"], last_steps=1)
+    assert {(r["run_id"], r["_step"]) for r in rows(pipeline, "wandb_table__preds")} == {("run-0", 5), ("run-1", 5)}
+    assert {r["_step"] for r in rows(pipeline, "wandb_table__eval__per_class")} == {5}
+    assert "wandb_table__inc" not in pipeline.default_schema.tables
+
+
+@pytest.mark.one_profile
+def test_offline_run_logs_give_the_same_tables(tmp_path, run_dirs):
+    from wandb_source.logs.source import wandb_offline_source
+
+    pipeline = make_pipeline("duckdb", tmp_path)
+    pipeline.run(wandb_offline_source(str(run_dirs[0].parent)).with_resources("logged_tables"))
+    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+    pipeline.run(wandb_offline_source(str(run_dirs[0].parent)).with_resources("logged_tables"))
+    assert not any(t.startswith("wandb_table") for t in loaded_counts(pipeline))  # nothing new
+
+
+@pytest.mark.one_profile
+def test_table_file_checks_and_names():
+    ref = TableRef(3, "preds", {"_type": "table-file", "path": "media/table/p.table.json",
+                                "sha256": "0" * 64})
+    body = json.dumps({"columns": ["a", "b"], "data": [[1, 2]]}).encode()
+    with pytest.raises(TableFileError, match="sha256"):
+        parse_table_file(body, ref)
+    unsigned = TableRef(3, "preds", {"_type": "table-file", "path": "p"})
+    assert parse_table_file(body, unsigned) == (["a", "b"], [[1, 2]])
+    for bad, reason in ((b"{", "not a JSON"), (b'{"columns": ["a"], "data": [[1, 2]]}', "row 0"),
+                        (b'{"columns": ["a", "a"], "data": []}', "twice"), (b"[1]", "no `columns`")):
+        with pytest.raises(TableFileError, match=reason):
+            parse_table_file(bad, unsigned)
+    increment = TableRef(5, "inc", {"_type": "incremental-table-file", "nrows": 7})
+    assert first_row_index(increment, 2) == 5 and first_row_index(unsigned, 2) == 0
+    with pytest.raises(TableFileError, match="nrows"):
+        first_row_index(TableRef(5, "inc", {"_type": "incremental-table-file"}), 2)
+    assert destination_table("preds", NAMING) == "wandb_table__preds"
+    assert destination_table("eval/per_class", NAMING) == "wandb_table__eval__per_class"
+    assert destination_table("Top K!", NAMING).startswith("wandb_table__top_kx___h")
+    assert table_keys({"a": {"_type": "table-file"}, "b": 1}, {"keys": {"c": {"typeCounts": [{"type": "map"}]},
+                                                                         "d": {"typeCounts": [{"type": "table-file"}]}}}) \
+        == {"a", "d"}
+    for key in ("a*b", "x?[y]", "plain/key"):
+        assert KeySelection((_exact(key),)).wants(key) and not KeySelection((_exact(key),)).wants(key + "z")

@@ -1,0 +1,171 @@
+"""Logged `wandb.Table`s of a run → rows of `wandb_table__<key>` (convert/logged_tables.py), online and from run logs.
+
+Online, per run whose change signals moved (`table_batches`, on a worker thread): the keys that logged a table
+(from the run's summary and `historyKeys`, 50 runs per request), the history rows after the run's cursor read
+for those keys only (the history reader of `api/history.py`: parquet exports and live pages, never sampled),
+then each referenced table file downloaded once per load (`Run.files(names=[...])`, 50 names per request) and
+checked against the reference's sha256. A file that is missing or malformed costs only that table: it is
+named in the resource state `failed` and fetched again on the next load (the run's cursor keeps it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+from dlt.common import logger
+
+from .. import settings
+from ..api.client import WandbClient
+from ..api.history import read_history
+from ..convert.columns import ColumnMap
+from ..convert.logged_tables import (
+    LOADED_TYPES,
+    OWN_COLUMNS,
+    TableFileError,
+    TableRef,
+    destination_table,
+    parse_table_file,
+    table_arrow,
+    table_refs,
+)
+from ..convert.selection import KeySelection, Selection, StepWindow
+from ..exceptions import NotFoundError, ServerError
+from ..state import HistoryCursor
+
+
+@dataclass
+class TablesCursor:
+    """Where a run's logged tables stand: the history cursor of the steps read, and the references whose
+    file could not be loaded (fetched again next load)."""
+
+    history: HistoryCursor = field(default_factory=HistoryCursor)
+    retry: list[TableRef] = field(default_factory=list)
+
+    def to_state(self) -> list[Any]:
+        return [*self.history.to_state(), [ref.to_state() for ref in self.retry]]
+
+    @classmethod
+    def from_state(cls, value: Optional[list[Any]]) -> TablesCursor:
+        if not value:
+            return cls()
+        retry = value[2] if len(value) > 2 and isinstance(value[2], list) else []
+        return cls(HistoryCursor.from_state(value[:2]), [TableRef.from_state(r) for r in retry])
+
+
+class TableColumns:
+    """One `ColumnMap` per W&B table key, kept in resource state (`{key: {column: {kind: name}}}`)."""
+
+    def __init__(self, state: dict[str, Any], naming: Any) -> None:
+        self._state, self._naming = state, naming
+        self._maps: dict[str, ColumnMap] = {}
+        self._lock = threading.Lock()
+
+    def of(self, key: str) -> ColumnMap:
+        with self._lock:
+            if key not in self._maps:
+                self._maps[key] = ColumnMap(self._state.setdefault(key, {}), OWN_COLUMNS,
+                                            settings.MAX_TABLE_COLUMNS, self._naming)
+            return self._maps[key]
+
+    def table(self, key: str) -> str:
+        return destination_table(key, self._naming)
+
+    def added_rows(self) -> list[dict[str, Any]]:
+        """`metric_columns` rows of the columns named since the last call (table_name: the destination table)."""
+        with self._lock:
+            maps = list(self._maps.items())
+        return [{**row, "long_table": None} for key, names in maps for row in names.added_rows(self.table(key))]
+
+
+@dataclass(frozen=True)
+class TableSelection:
+    """`tables_include` / `tables_exclude` on W&B keys and the step window (`last_steps`: per key)."""
+
+    keys: KeySelection = field(default_factory=lambda: KeySelection(what="tables"))
+    window: StepWindow = field(default_factory=StepWindow)
+
+    def pick(self, refs: Iterable[TableRef]) -> list[TableRef]:
+        kept = [r for r in refs if self.keys.wants(r.key) and self.window.contains(r.step)]
+        if not self.window.last_steps:
+            return kept
+        by_key: dict[str, list[TableRef]] = {}
+        for ref in sorted(kept, key=lambda r: r.step):
+            by_key.setdefault(ref.key, []).append(ref)
+        return sorted((r for refs in by_key.values() for r in refs[-self.window.last_steps:]),
+                      key=lambda r: (r.step, r.key))
+
+    def fingerprint(self) -> list[Any]:
+        return [list(self.keys.include), list(self.keys.exclude), self.window.min_step, self.window.max_step,
+                self.window.last_steps]
+
+
+def table_rows(refs: list[TableRef], run: tuple[str, str, str], columns: TableColumns,
+               read: Callable[[list[str]], dict[str, Any]]) -> Iterator[Any]:
+    """(destination table, Arrow rows) of each reference whose file `read` gives ({path: bytes or the error}),
+    then ("failed", refs, problems): the references to fetch again and why. A joined or partitioned table is
+    reported (a warning naming the run, key and step) and not loaded."""
+    files = read(sorted({r.path for r in refs if r.type in LOADED_TYPES and r.path}))
+    retry: list[TableRef] = []
+    problems: list[str] = []
+    for ref in refs:
+        if ref.type not in LOADED_TYPES:
+            logger.warning("run %s: %s is a %s (it references other tables), which wandb_source does not load",
+                           "/".join(run), ref.describe(), ref.type)
+            continue
+        data = files.get(ref.path or "")
+        try:
+            if not isinstance(data, bytes):
+                raise TableFileError(f"{ref.describe()}: {data or 'W&B lists no such run file'}")
+            names, rows = parse_table_file(data, ref)
+            yield columns.table(ref.key), table_arrow(names, rows, ref, run, columns.of(ref.key))
+        except TableFileError as e:
+            retry.append(ref)
+            problems.append(str(e))
+    yield "failed", retry, problems
+
+
+def read_online(client: WandbClient, run: tuple[str, str, str], max_workers: int) -> Callable[[list[str]], dict[str, Any]]:
+    """`read` for `table_rows`: the run's files by path, each downloaded once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(paths: list[str]) -> dict[str, Any]:
+        if not paths:
+            return {}
+        urls = client.run_files(*run, paths)
+
+        def fetch(path: str) -> Any:
+            if path not in urls:
+                return None
+            try:
+                return client.download(urls[path])
+            except (ServerError, NotFoundError) as e:
+                return f"download failed ({e})"
+
+        with ThreadPoolExecutor(min(max_workers, len(paths)), thread_name_prefix="wandb-table") as pool:
+            return dict(zip(paths, pool.map(fetch, paths)))
+
+    return read
+
+
+def history_refs(client: WandbClient, run: tuple[str, str, str], cursor: HistoryCursor, keys: set[str],
+                 page_size: int, window: StepWindow, history_line_count: Optional[int]) -> list[TableRef]:
+    """The table references of the run's history rows after `cursor`, reading only `keys` (advances `cursor`)."""
+    selection = Selection(KeySelection(tuple(_exact(k) for k in sorted(keys)), (), "tables"))
+    read = StepWindow(window.min_step, window.max_step)  # last_steps applies per key, after reading
+    refs: list[TableRef] = []
+    for batch in read_history(client, run, cursor, page_size, read, selection.columns(run[0] + "/" + run[1]),
+                              history_line_count):
+        batch = selection.apply(batch)
+        rows = batch.to_pylist() if isinstance(batch, pa.Table) else batch
+        refs += [r for r in table_refs(rows) if r.key in keys]
+    return refs
+
+
+def _exact(key: str) -> str:
+    """A glob matching `key` alone."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in key)
+
