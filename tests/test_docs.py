@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import drop_dataset, load, make_pipeline
 from tests.test_pipeline_script import ROOT
+from wandb_source.emulator import DatasetSpec
 
 pytestmark = pytest.mark.one_profile  # the README against the code and the demo data: the server profile does not change it
 
@@ -46,6 +47,12 @@ def test_every_source_argument_and_config_key_is_documented():
     missing = [k for k in keys if f"`{k}`" not in README and f" {k}`" not in README]
     missing += [s for s in sections if f"[{s}]" not in README]
     assert not missing, f".dlt/config.toml keys missing from README: {missing}"
+
+
+@pytest.fixture
+def emulator(make_emulator):
+    """The demo dataset as `make demo` serves it: with logged tables."""
+    return make_emulator(DatasetSpec(tables=True))
 
 
 SQL = re.findall(r"```sql\n(.*?)```", README, flags=re.S)

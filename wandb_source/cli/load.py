@@ -83,6 +83,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                          help="load only system metrics matching GLOB (repeat), e.g. 'system.gpu.*'")
     history.add_argument("--system-metrics-exclude", action="append", metavar="GLOB",
                          help="do not load system metrics matching GLOB (repeat)")
+    history.add_argument("--tables-include", action="append", metavar="GLOB",
+                         help="load only the logged wandb.Tables of W&B keys matching GLOB (repeat), e.g. 'eval/*'")
+    history.add_argument("--tables-exclude", action="append", metavar="GLOB",
+                         help="do not load the logged wandb.Tables of keys matching GLOB (repeat)")
     where = parser.add_argument_group("where to load it")
     where.add_argument("--destination", help="dlt destination: duckdb, postgres, filesystem, ... "
                                              "(default: [pipelines.wandb_pipeline] destination_type)")
@@ -143,13 +147,13 @@ def start_demo_server() -> Any:
 
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     # the profile the official SDK copes with: sampled windows, capped events, frozen updatedAt (profile.py)
-    emulator = Emulator(DatasetSpec(), profile=SDK).start()
+    emulator = Emulator(DatasetSpec(tables=True), profile=SDK).start()
     print(f"W&B emulator with sample data at {emulator.url}")
     return emulator
 
 
 SELECTION = ("history_include", "history_exclude", "min_step", "max_step", "last_steps", "system_metrics_include",
-             "system_metrics_exclude")
+             "system_metrics_exclude", "tables_include", "tables_exclude")
 
 
 def make_source(args: argparse.Namespace, emulator: Any) -> Any:

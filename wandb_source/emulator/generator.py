@@ -47,6 +47,7 @@ class DatasetSpec:
     wide_keys: int = 0
     system_metrics: bool = True
     hostile: bool = False  # a project `hostile` whose keys and values attack loaders (see hostile.py)
+    tables: bool = False  # logged wandb.Tables: `eval/predictions` every 50 steps (see logged_tables.py)
 
 
 def generate(store: Store, spec: DatasetSpec) -> None:
@@ -120,6 +121,10 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
         run.events = _events(spec, index, created, runtime)
         run.system_metrics = {k: v for k, v in (run.events[-1] if run.events else {}).items() if not k.startswith("_")}
     run.files = _files(spec, run)
+    if spec.tables and not wide:
+        from .logged_tables import add_predictions
+
+        add_predictions(run)
     if state not in ("running", "pending") and n:
         exported = int(n * spec.parquet_fraction)
         run.export_bounds = [b for b in sorted({exported // 2, exported}) if b > 0]

@@ -46,7 +46,8 @@ from ..state import failed_runs
 from ..tables import SENT_BY, TABLE_HINTS
 
 # the resources `wandb_source` loads (the assets), in its order; tests/test_dagster.py checks them against it
-RESOURCES = ("projects", "runs", "history", "system_metrics", "run_metadata", "artifacts", "sweeps")
+RESOURCES = ("projects", "runs", "history", "system_metrics", "run_metadata", "artifacts", "sweeps",
+             "logged_tables")
 
 
 @dataclass(frozen=True)

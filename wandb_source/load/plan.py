@@ -25,7 +25,8 @@ class ProjectPlan:
     new: int = 0
     changed: int = 0
     steps: int = 0  # history rows to fetch (for a changed run: the steps past the last one loaded)
-    requests: int = 0  # an estimate: every history step fetched live (none from parquet), no empty pages
+    requests: int = 0  # an estimate: every history step fetched live (none from parquet), no empty pages, no
+    # logged tables (their history reads and files depend on summaries the listing does not hold)
 
     @property
     def name(self) -> str:
@@ -89,6 +90,8 @@ def _project_plan(page: dict[str, Any], loaded: dict[str, Any], cursors: dict[st
     if "run_metadata" in selected:  # every listed run without metadata yet: lookups of 50, a download each
         todo = sum(f"{page['entity']}/{page['project']}/{node['name']}" not in metadata for node in page["runs"])
         plan.requests += math.ceil(todo / settings.DETAIL_BATCH_SIZE) + todo
+    if "logged_tables" in selected:  # which keys logged a table: 50 runs per request (their reads are not counted)
+        plan.requests += math.ceil(len(changed_runs) / settings.DETAIL_BATCH_SIZE)
     if "artifacts" in selected:
         per_request = max(1, settings.ARTIFACTS_PER_REQUEST // (2 * settings.ARTIFACTS_NESTED_PAGE_SIZE))
         plan.requests += math.ceil(len(changed_runs) / per_request)
