@@ -289,14 +289,16 @@ def print_summary(pipeline: dlt.Pipeline, seconds: float) -> int:
     normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     counts = normalized.row_counts if normalized else {}
     print(f"\nLoaded into {destination_name(pipeline)} dataset {pipeline.dataset_name} in {seconds:.1f}s:")
-    print(f"  {'table':<22} {'rows':>10}")
-    for table in TABLES:
+    logged = sorted(t for t in counts if t.startswith(tables.LOGGED_TABLE_PREFIX))
+    width = max(22, *map(len, logged)) if logged else 22
+    print(f"  {'table':<{width}} {'rows':>10}")
+    for table in (*TABLES, *logged):
         if counts.get(table):
-            print(f"  {table:<22} {counts[table]:>10,} rows")
-    if not any(counts.get(t) for t in ("runs", "history", "system_metrics")):
+            print(f"  {table:<{width}} {counts[table]:>10,} rows")
+    if not any(counts.get(t) for t in ("runs", "history", "system_metrics", *logged)):
         print("  nothing new: every run is up to date")
     elif counts.get("history") and seconds > 0:
-        print(f"  {'history rows/s':<22} {counts['history'] / seconds:>10,.0f}")
+        print(f"  {'history rows/s':<{width}} {counts['history'] / seconds:>10,.0f}")
     sampled = sampled_runs(pipeline.state)
     if sampled:
         print(f"\n{len(sampled)} run(s) have sampled system metrics (W&B caps its events read and they have no "
