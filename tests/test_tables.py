@@ -16,13 +16,15 @@ from wandb_source.load.plan import plan_load
 
 def test_every_table_a_load_sends_is_declared_with_its_key_and_columns(tmp_path, make_emulator, monkeypatch):
     monkeypatch.setattr(settings, "MAX_SYSTEM_METRICS_COLUMNS", 3)  # so that system_metrics_long is sent too
-    emu = make_emulator(DatasetSpec(runs=4, steps=30))
+    emu = make_emulator(DatasetSpec(runs=4, steps=30, tables=True))
     pipeline = make_pipeline("duckdb", tmp_path)
     load(pipeline, emu, max_history_columns=4)  # and history_long
     schema = pipeline.default_schema
-    assert set(schema.data_table_names()) == set(tables.TABLE_HINTS)
+    logged = {t for t in schema.data_table_names() if t.startswith(tables.LOGGED_TABLE_PREFIX)}
+    assert logged == {"wandb_table__eval__predictions"}
+    assert set(schema.data_table_names()) - logged == set(tables.TABLE_HINTS)
     assert {t for t in tables.TABLE_HINTS if "_dlt_id" in schema.get_table_columns(t)} == tables.DICT_ROW_TABLES
-    for table, hints in tables.TABLE_HINTS.items():
+    for table, hints in [*tables.TABLE_HINTS.items(), *((t, tables.LOGGED_TABLE_HINTS) for t in logged)]:
         columns = schema.get_table_columns(table)
         assert {c for c, v in columns.items() if v.get("primary_key")} == set(hints["primary_key"]), table
         for column, declared in hints.get("columns", {}).items():

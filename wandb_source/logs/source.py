@@ -5,11 +5,12 @@
 
 Every log under `offline_dir` (recursively; online and offline runs alike) becomes the same rows as the online
 path: `runs` (+ `run_config`, `run_summary`, `metric_axes`), `history` (+ `history_long`), `system_metrics`,
-`run_metadata` (from the log's environment record), `metric_columns`. Artifacts are not in the log in a form
+`run_metadata` (from the log's environment record), `metric_columns`, and the logged `wandb.Table`s
+(`wandb_table__<key>`, from the table files in the run's folder). Artifacts are not in the log in a form
 that names them as the server does: not loaded from logs. Entity and project are the ones recorded in the log,
 or `entity` / `project` when given (a run logged offline without them has none).
 
-One resource per table family, as online: `runs`, `history`, `system_metrics`, `run_metadata`, each a
+One resource per table family, as online: `runs`, `history`, `system_metrics`, `run_metadata`, `logged_tables`, each a
 transformer of `run_logs` (not loaded), which stats the logs and parses each run's logs once for all of them.
 Each of the four keeps in its own state which version (size, mtime) of each log it has read, and for a log
 without an exit record (a run still going) a checkpoint: the byte offset read up to and what the records
