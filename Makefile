@@ -18,7 +18,7 @@ lint: $(VENV)/.installed  ## ruff over the tree, mypy (strict) over the package
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed  ## lint, the suite under the pessimistic emulator profile, then the server-facing tests (not slow, not one_profile) under the convenient one (needs PostgreSQL on 127.0.0.1:5432)
+test: $(VENV)/.installed  ## lint, the suite under the pessimistic emulator profile, then the server-facing tests (not slow, not one_profile; DuckDB only) under the convenient one (needs PostgreSQL on 127.0.0.1:5432)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	WANDB_EMULATOR_PROFILE=pessimistic $(PY) -m pytest $(PYTEST_ARGS)

@@ -78,3 +78,21 @@ def pipeline(request, tmp_path):
     p = make_pipeline(request.param, tmp_path)
     yield p
     drop_dataset(p)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under the convenient profile, a test parametrized over destinations runs on DuckDB only: the profile
+    changes what the server answers, the destination what stores it, and the pessimistic pass runs every
+    destination (`make test`). Set WANDB_TEST_EVERY_DESTINATION=1 to run them all."""
+    if os.environ.get("WANDB_EMULATOR_PROFILE") != "convenient" or os.environ.get("WANDB_TEST_EVERY_DESTINATION"):
+        return
+    other = [item for item in items if _destination(item) not in (None, "duckdb")]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if _destination(item) in (None, "duckdb")]
+
+
+def _destination(item) -> str | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    found = [v for k, v in params.items() if k in ("pipeline", "destination") and v in DESTINATIONS]
+    return found[0] if found else None
