@@ -32,7 +32,15 @@ from tests import no_network  # noqa: E402
 # this process to a non-loopback address fails (tests/test_units.py checks).
 no_network.install()
 
-from tests.helpers import DESTINATIONS, drop_dataset, make_pipeline  # noqa: E402
+# `make test` runs two workers (pytest-xdist): each loads into its own Postgres database, so that tests loading
+# a fixed dataset name (the command line's `wandb_data`) never meet
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("WANDB_TEST_PG_DATABASE", f"test_{os.environ['PYTEST_XDIST_WORKER']}")
+
+from tests.helpers import DESTINATIONS, POSTGRES_DATABASE, drop_dataset, ensure_database, make_pipeline  # noqa: E402
+
+if POSTGRES_DATABASE != "test":
+    ensure_database(POSTGRES_DATABASE)
 from wandb_source.emulator import DatasetSpec, Emulator  # noqa: E402
 
 

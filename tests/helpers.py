@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from typing import Any
 
@@ -17,7 +18,22 @@ from wandb_source.load.destination import load_options
 from wandb_source.state import resources
 
 DESTINATIONS = ["duckdb", "postgres", "filesystem"]
-POSTGRES_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"  # trust auth: any password
+# trust auth: any password. Each test worker of `make test` has its own database (tests/conftest.py).
+POSTGRES_DATABASE = os.environ.get("WANDB_TEST_PG_DATABASE", "test")
+POSTGRES_DSN = f"postgresql://postgres:postgres@127.0.0.1:5432/{POSTGRES_DATABASE}"
+
+
+def ensure_database(name: str) -> None:
+    """Create the Postgres database `name` when it does not exist."""
+    conn = psycopg2.connect("postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
 
 
 def make_pipeline(destination: str, tmp_path, name: str | None = None) -> dlt.Pipeline:

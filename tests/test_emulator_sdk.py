@@ -165,6 +165,7 @@ def test_mutations_are_seen_by_the_sdk(api, emulator):
     assert srv.name not in {r.id for r in api.runs(f"{ENTITY}/{PROJECT}")}
 
 
+@pytest.mark.serial  # request timing: not beside another worker
 def test_429_burst_with_retry_after_is_survived(api, emulator):
     srv = server_runs(emulator)[0]
     emulator.faults.add(operation="Run", kind="status", status=429, times=2, retry_after=1)

@@ -44,6 +44,7 @@ def test_transient_faults_are_retried_and_the_load_is_exact(tmp_path, emulator, 
     assert all(rule.fired == rule.times for rule in emulator.faults.rules)
 
 
+@pytest.mark.serial  # request timing: not beside another worker
 def test_after_a_429_nothing_is_sent_before_retry_after(tmp_path, emulator):
     emulator.faults.add(operation="HistoryPage", kind="status", status=429, times=1, retry_after=2)
     load(make_pipeline("duckdb", tmp_path), emulator, **FAST, **PER_RUN)
@@ -66,6 +67,7 @@ def test_a_graphql_error_not_marked_transient_fails_at_once(tmp_path, emulator):
     assert "query complexity too high" in failed_runs(pipeline.state)[f"emulator/demo/{bad.name}"]
 
 
+@pytest.mark.serial  # request timing: not beside another worker
 def test_retry_after_as_an_http_date_is_honoured(tmp_path, emulator):
     emulator.faults.add(operation="HistoryPage", kind="status", status=429, times=1, retry_after=2)
     load(make_pipeline("duckdb", tmp_path), emulator, **FAST, **PER_RUN)
@@ -101,6 +103,7 @@ def test_one_failing_run_does_not_cost_the_project(tmp_path, emulator):
     assert not failed_runs(pipeline.state)
 
 
+@pytest.mark.serial  # request timing: not beside another worker
 def test_requests_per_minute_keeps_a_load_under_the_servers_limit(tmp_path, make_emulator):
     """A server that sends no `RateLimit-*` headers: without the cap the demo load against 10 requests/s draws
     answers 429; with 540 a minute, none. The limit counts requests, as `requests_per_minute` does."""
@@ -116,6 +119,7 @@ def test_requests_per_minute_keeps_a_load_under_the_servers_limit(tmp_path, make
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * 60 / 540 * 0.95
 
 
+@pytest.mark.serial  # request timing: not beside another worker
 def test_ratelimit_headers_pace_a_load_before_the_server_refuses(tmp_path, make_emulator):
     """With no `requests_per_minute`, a server that sends `RateLimit-Remaining` / `-Reset` is hardly ever made
     to refuse: what is left of its window is spent counting every request that may have arrived since. A

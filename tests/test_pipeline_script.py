@@ -13,10 +13,12 @@ import duckdb
 import psycopg2
 import pytest
 
+from tests.helpers import POSTGRES_DATABASE, POSTGRES_DSN
+
 pytestmark = pytest.mark.one_profile  # configuration and destinations of the command line: the server profile does not change it
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_DSN = "postgresql://postgres:postgres@127.0.0.1:5432/test"
+PG_DSN = POSTGRES_DSN
 
 
 def project_dir(tmp_path: Path, destination: str, entity: str = "emulator") -> Path:
@@ -27,7 +29,7 @@ def project_dir(tmp_path: Path, destination: str, entity: str = "emulator") -> P
     config = (ROOT / ".dlt" / "config.toml").read_text()
     config = config.replace('destination_type = "duckdb"', f'destination_type = "{destination}"')
     config = config.replace('# entity = "my-team"', f'entity = "{entity}"')
-    config = config.replace('database = "postgres"', 'database = "test"')
+    config = config.replace('database = "postgres"', f'database = "{POSTGRES_DATABASE}"')
     (tmp_path / ".dlt" / "config.toml").write_text(config)
     (tmp_path / ".dlt" / "secrets.toml").write_text('[destination.postgres.credentials]\npassword = "postgres"\n')
     return tmp_path

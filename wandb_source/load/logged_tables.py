@@ -106,26 +106,37 @@ class TableSelection:
 def table_rows(refs: list[TableRef], run: tuple[str, str, str], columns: TableColumns,
                read: Callable[[list[str]], dict[str, Any]]) -> Iterator[Any]:
     """(destination table, Arrow rows) of each reference whose file `read` gives ({path: bytes or the error}),
-    then ("failed", refs, problems): the references to fetch again and why. A joined or partitioned table is
-    reported (a warning naming the run, key and step) and not loaded."""
-    files = read(sorted({r.path for r in refs if r.type in LOADED_TYPES and r.path}))
-    retry: list[TableRef] = []
-    problems: list[str] = []
+    50 files at a time (a run may have logged thousands), then ("failed", refs, problems): the references to
+    fetch again and why. A joined or partitioned table is reported (a warning naming the run, key and step) and
+    not loaded."""
+    by_path: dict[str, list[TableRef]] = {}
     for ref in refs:
         if ref.type not in LOADED_TYPES:
             logger.warning("run %s: %s is a %s (it references other tables), which wandb_source does not load",
                            "/".join(run), ref.describe(), ref.type)
-            continue
-        data = files.get(ref.path or "")
-        try:
-            if not isinstance(data, bytes):
-                raise TableFileError(f"{ref.describe()}: {data or 'W&B lists no such run file'}")
-            names, rows = parse_table_file(data, ref)
-            yield columns.table(ref.key), table_arrow(names, rows, ref, run, columns.of(ref.key))
-        except TableFileError as e:
-            retry.append(ref)
-            problems.append(str(e))
+        else:
+            by_path.setdefault(ref.path or "", []).append(ref)
+    retry: list[TableRef] = []
+    problems: list[str] = []
+    paths = list(by_path)
+    for start in range(0, len(paths), settings.DETAIL_BATCH_SIZE):
+        chunk = paths[start:start + settings.DETAIL_BATCH_SIZE]
+        files = read([p for p in chunk if p])
+        for path in chunk:
+            for ref in by_path[path]:
+                try:
+                    yield columns.table(ref.key), _rows_of(files.get(path), ref, run, columns)
+                except TableFileError as e:
+                    retry.append(ref)
+                    problems.append(str(e))
     yield "failed", retry, problems
+
+
+def _rows_of(data: Any, ref: TableRef, run: tuple[str, str, str], columns: TableColumns) -> pa.Table:
+    if not isinstance(data, bytes):
+        raise TableFileError(f"{ref.describe()}: {data or 'W&B lists no such run file'}")
+    names, rows = parse_table_file(data, ref)
+    return table_arrow(names, rows, ref, run, columns.of(ref.key))
 
 
 def read_online(client: WandbClient, run: tuple[str, str, str], max_workers: int) -> Callable[[list[str]], dict[str, Any]]:
