@@ -135,7 +135,9 @@ def test_ratelimit_headers_pace_a_load_before_the_server_refuses(tmp_path, make_
     refused = [r.at - log[0].at for r in log if r.status == 429]
     span = log[-1].at - log[0].at  # ~15 s here; relative, so that a slow machine does not move the bar
     if emu.profile.quota_units:
-        assert len(log) > 30 and len(refused) <= 6 and max(refused, default=0) <= span / 2, (refused, span)
+        # while a cost is unknown, the requests in flight when the quota runs out are refused together (up to
+        # `max_workers` at once): 0-3 refusals in most runs here, 7 in one of ~20; without the learning 36
+        assert len(log) > 30 and len(refused) <= 10 and max(refused, default=0) <= span / 2, (refused, span)
     else:
         assert len(log) > 30 and len(refused) <= 3 and (not refused or max(refused) - min(refused) <= 1.0), refused
 
