@@ -95,7 +95,7 @@ class WandbClient(Transport):
 
     # -- paging ----------------------------------------------------------------------------------
     def _pages(self, document: str, variables: dict[str, Any], locate: Callable[[dict[str, Any]], Any],
-               what: str) -> Iterator[list[dict[str, Any]]]:
+               what: str, cursor_variable: str = "cursor") -> Iterator[list[dict[str, Any]]]:
         """The nodes of a relay connection, page by page. `locate(data)` returns the connection (None:
         empty) or raises. Pages may be empty while `hasNextPage` holds (runs hidden from the caller);
         a missing or repeated cursor fails rather than loop forever."""
@@ -117,7 +117,7 @@ class WandbClient(Transport):
             if empty > MAX_EMPTY_PAGES:
                 raise ServerError(f"W&B sent {MAX_EMPTY_PAGES} empty pages of {what} in a row; giving up.")
             seen.add(cursor)
-            variables["cursor"] = cursor
+            variables[cursor_variable] = cursor
 
     # -- W&B operations ------------------------------------------------------------------------
     def projects(self, entity: str) -> Iterator[dict[str, Any]]:
@@ -170,18 +170,19 @@ class WandbClient(Transport):
         return urls
 
     def run_files(self, entity: str, project: str, run: str, file_names: list[str]) -> dict[str, str]:
-        """{file: download URL} of the files `file_names` of one run (those it has), one request per 50 names:
-        the SDK's `Run.files(names=[...])`, nested as in `run_file_urls`."""
+        """{file: download URL} of the files `file_names` of one run (those it has; none when the run is gone), 50
+        names per request: the SDK's `Run.files(names=[...])` (RunFiles)."""
         urls: dict[str, str] = {}
         for start in range(0, len(file_names), settings.DETAIL_BATCH_SIZE):
             wanted = file_names[start:start + settings.DETAIL_BATCH_SIZE]
-            fields = queries.RUN_FILES % {"names": json.dumps(wanted)}
-            for page in self.run_pages(entity, project, {"name": {"$in": [run]}}, per_page=1, fields=fields):
-                for found in page:
-                    for edge in (found.get("files") or {}).get("edges") or []:
-                        node = (edge or {}).get("node") or {}
-                        if node.get("name") in wanted and (node.get("url") or node.get("directUrl")):
-                            urls[node["name"]] = node.get("url") or node["directUrl"]
+            variables = {"entity": entity, "project": project, "name": run, "fileNames": wanted,
+                         "fileLimit": settings.DETAIL_BATCH_SIZE}
+            locate: Callable[[dict[str, Any]], Any] = lambda data: ((data.get("project") or {}).get("run") or {}).get("files")  # noqa: E731
+            for page in self._pages(queries.RUN_FILES_OF_RUN, variables, locate, f"files of run {run}",
+                                    cursor_variable="fileCursor"):
+                for node in page:
+                    if node.get("name") in wanted and (node.get("url") or node.get("directUrl")):
+                        urls[node["name"]] = node.get("url") or node["directUrl"]
         return urls
 
     def run_table_keys(self, entity: str, project: str, names: list[str]) -> dict[str, tuple[Any, Any]]:

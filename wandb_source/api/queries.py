@@ -64,6 +64,16 @@ RUNS = """query Runs($entity: String!, $project: String!, $cursor: String, $perP
 # instead of one per run; the API audit rates the nesting plausible, not confirmed.
 RUN_FILES = "name files(names: %(names)s) { edges { node { name url directUrl sizeBytes } } }"
 
+# SDK `Run.files(names=[...])` → RunFiles (apis/public/files.py), for one run: the logged tables' files, 50 names
+# per request (the SDK's `per_page`).
+RUN_FILES_OF_RUN = """query RunFiles($project: String!, $entity: String!, $name: String!, $fileCursor: String,
+    $fileLimit: Int = 50, $fileNames: [String] = []) {
+  project(name: $project, entityName: $entity) {
+    run(name: $name) {
+      files(names: $fileNames, after: $fileCursor, first: $fileLimit) {
+        edges { node { name url directUrl sizeBytes } cursor }
+        pageInfo { endCursor hasNextPage } } } } }"""
+
 # SDK `Run.logged_artifacts()` / `Run.used_artifacts()` (RUN_OUTPUT_ARTIFACTS_GQL / RUN_INPUT_ARTIFACTS_GQL);
 # nested under a page of runs as RUN_FILES is (ours), at most 100 artifact nodes a request like the SDK's page.
 RUN_ARTIFACTS = ("name outputArtifacts(first: %(first)d) { %(connection)s } "
