@@ -41,6 +41,7 @@ from .convert.logged_tables import table_keys
 from .convert.run_objects import EVENTS_FILE, METADATA_FILE, artifact_rows, metadata_row
 from .convert.runs import SIGNATURE, project_row, signed, sweep_row, sweeps_table
 from .convert.selection import KeySelection, Selection, StepWindow
+from .convert.values import json_or_text
 from .exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -623,5 +624,5 @@ def _find_table_keys(client: WandbClient, jobs: list[RunJob], selection: TableSe
                 break  # the project went away during the load
             for name, (summary, history_keys) in found.items():
                 if name in batch:
-                    keys = table_keys(summary, history_keys)
+                    keys = table_keys(json_or_text(summary), json_or_text(history_keys))
                     batch[name].table_keys = frozenset(k for k in keys if selection.keys.wants(k))

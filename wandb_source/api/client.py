@@ -192,7 +192,7 @@ class WandbClient(Transport):
         out = {}
         for page in self.run_pages(entity, project, {"name": {"$in": names}}, per_page=len(names), fields=fields):
             for run in page:
-                out[run["name"]] = (_json_field(run.get("summaryMetrics")), _json_field(run.get("historyKeys")))
+                out[run["name"]] = (run.get("summaryMetrics"), run.get("historyKeys"))  # JSON text, or JSON
         return out
 
     def run_artifacts(self, entity: str, project: str, names: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -299,16 +299,6 @@ def _parquet_listing(run: dict[str, Any]) -> tuple[list[str], list[int]]:
     live = sorted({as_step(item["_step"]) for item in history.get("liveData") or []
                    if isinstance(item, dict) and item.get("_step") is not None})
     return list(history.get("parquetUrls") or []), live
-
-
-def _json_field(value: Any) -> Any:
-    """A JSONString field (W&B sends JSON text; NaN tokens kept) as a value; None when unreadable."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value
 
 
 def as_step(value: Any) -> int:
