@@ -3,6 +3,7 @@ sync, loaded into `wandb_table__<key>` and compared cell by cell with what the s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ def per_class(run, step):
 
 def increment(run, step):
     return [[step, f"added at {step}"]]
+
+def big(run, step):  # past the 10,000 rows the SDK writes to the run file
+    return [[i, [math.nan, math.inf, -math.inf][i % 3] if i % 5 == 0 else i / 3] for i in range(10_004)]
 """
 LOGGING = DATA + """
 import sys, numpy as np, wandb
@@ -63,6 +67,8 @@ for step in range(6):
         row["inc"] = inc
     if step in (2, 5):
         row["eval/per_class"] = wandb.Table(columns=["class", "acc"], data=per_class(run_index, step))
+    if run_index == 0 and step == 1:
+        row["big"] = wandb.Table(columns=["i", "x"], data=big(run_index, step))
     if step == 4:
         a, b = wandb.Table(columns=["id", "x"], data=[[1, 2.0]]), wandb.Table(columns=["id", "y"], data=[[1, 3.0]])
         row["joined"] = wandb.JoinedTable(a, b, "id")
@@ -77,7 +83,8 @@ exec(DATA, EXPECTED)  # noqa: S102  # the same functions the script ran
 def run_dirs(tmp_path_factory) -> list[Path]:
     """Two finished runs logged offline by the wandb SDK."""
     root = tmp_path_factory.mktemp("tables")
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_ERROR_REPORTING": "false",
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_DATA_DIR": str(root / "data"),
+           "WANDB_ERROR_REPORTING": "false",
            "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
     env.pop("WANDB_API_KEY", None)
     for i in range(2):
@@ -85,10 +92,11 @@ def run_dirs(tmp_path_factory) -> list[Path]:
     return sorted(p for p in (root / "wandb").glob("offline-run-*"))
 
 
-def expected_rows(run: int, steps: range) -> dict[str, list[tuple]]:
-    """{destination table: [(run_id, _step, _row, {column: value})]} of what run `run` logged at `steps`."""
+def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]]:
+    """{destination table: [(run_id, _step, _row, {column: value})]} of what run `run` logged at `steps` (without
+    the artifact `copies`: a media cell as its type's name, the big table cut at the run file's 10,000 rows)."""
     out: dict[str, list[tuple]] = {"wandb_table__preds": [], "wandb_table__eval__per_class": [],
-                                   "wandb_table__inc": []}
+                                   "wandb_table__inc": [], "wandb_table__big": []}
     increments = 0
     for step in range(STEPS):
         if step % 2 == 1:
@@ -97,8 +105,12 @@ def expected_rows(run: int, steps: range) -> dict[str, list[tuple]]:
             continue
         for i, cells in enumerate(EXPECTED["preds"](run, step)):
             values = dict(zip(EXPECTED["PREDS_COLUMNS"], cells))
-            values["img"] = "Image" if values["img"] == "media" else None  # the run file's media cell
+            values["img"] = (MEDIA if copies else "Image") if values["img"] == "media" else None
             out["wandb_table__preds"].append((f"run-{run}", step, i, values))
+        if run == 0 and step == 1:  # past the run file's rows, from the artifact copy: NaN is null there
+            cells = EXPECTED["big"](run, step)[:None if copies else 10_000]
+            out["wandb_table__big"] += [(f"run-{run}", step, i, {"i": c[0], "x": None if i >= 10_000 and c[1] != c[1]
+                                                                  else c[1]}) for i, c in enumerate(cells)]
         if step in (2, 5):
             out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(["class", "acc"], cells)))
                                                     for i, cells in enumerate(EXPECTED["per_class"](run, step))]
@@ -108,18 +120,26 @@ def expected_rows(run: int, steps: range) -> dict[str, list[tuple]]:
     return out
 
 
-def assert_tables_hold(pipeline, steps: range) -> int:
-    """Every logged cell, in the column the state's map names for its key and kind; nothing else. Returns cells."""
+MEDIA = object()  # the expected value of the Image cell where the artifact copies are read: checked by `media_holds`
+
+
+def assert_tables_hold(pipeline, steps: range, emu=None) -> int:
+    """Every logged cell, in the column the state's map names for its key and kind; nothing else. With `emu`, the
+    artifact copies it serves were read (media references, the big table whole). Returns cells."""
     columns = resources(pipeline.state)["logged_tables"]["columns"]
     checked = 0
-    for table in ("wandb_table__preds", "wandb_table__eval__per_class", "wandb_table__inc"):
-        key = {"wandb_table__preds": "preds", "wandb_table__eval__per_class": "eval/per_class"}.get(table, "inc")
+    for table, key in (("wandb_table__preds", "preds"), ("wandb_table__eval__per_class", "eval/per_class"),
+                       ("wandb_table__inc", "inc"), ("wandb_table__big", "big")):
         got = {(r["run_id"], r["_step"], r["_row"]): r for r in rows(pipeline, table)}
-        want = [w for run in range(2) for w in expected_rows(run, steps)[table]]
+        want = [w for run in range(2) for w in expected_rows(run, steps, emu is not None)[table]]
         assert sorted(got) == sorted(w[:3] for w in want), table
         for run_id, step, index, values in want:
             row = got[(run_id, step, index)]
             for name, value in values.items():
+                if value is MEDIA:
+                    media_holds(emu, row[columns[key][name]["json"]], run_id, step)
+                    checked += 1
+                    continue
                 kind = value_kind(value)
                 if kind is None:
                     assert all(row.get(col) is None for col in columns[key][name].values()), (table, name, row)
@@ -128,6 +148,18 @@ def assert_tables_hold(pipeline, steps: range) -> int:
                 assert same_value(row[column], value, kind), (table, run_id, step, index, name, row[column], value)
                 checked += 1
     return checked
+
+
+def media_holds(emu, cell: str, run_id: str, step: int) -> None:
+    """The Image cell's reference names the image file of the artifact copy logged at that run's `step`."""
+    media = json.loads(cell)
+    artifact = emu.store.artifacts[media["artifact_id"]]
+    image = artifact.files[media["path"]]
+    assert image.startswith(b"\x89PNG") and hashlib.sha256(image).hexdigest() == media["sha256"]
+    assert media["size"] == len(image) and (media["_type"], media["width"], media["height"]) == ("image-file", 2, 2)
+    assert artifact.node["name"] == f"run-{run_id}-preds"  # and the version logged at `step`:
+    copied = json.loads(artifact.files["preds.table.json"])["data"]
+    assert [r[1] for r in copied] == [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)]
 
 
 def serve(emu, run_dirs, upto_step: int | None = None) -> list:
@@ -154,7 +186,7 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
     _load(pipeline, emu)
     exports = [r.variables["path"] for r in emu.faults.requests("parquet")]
     assert len(exports) == 2 * len(set(exports)) > 0  # run-0's export read by history and by logged_tables
-    assert assert_tables_hold(pipeline, range(3)) > 50
+    assert assert_tables_hold(pipeline, range(3), emu) > 50
     assert resources(pipeline.state)["logged_tables"]["failed"] == {}
 
     complete = [add_logged_run(make_emulator(DatasetSpec(runs=0)).store, d) for d in run_dirs]
@@ -162,10 +194,13 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
         emu.store.append_steps(ENTITY, PROJECT, run.name, list(full.history.rows())[len(logged[run.name]):])
     with caplog.at_level(logging.WARNING, logger="dlt"):
         _load(pipeline, emu)
-    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+    assert assert_tables_hold(pipeline, range(STEPS), emu) > 100
     assert loaded_counts(pipeline)["wandb_table__preds"] == 2 * 3 * (STEPS - 3)  # only the new steps' rows
     paths = [r.variables["path"] for r in emu.faults.requests("file") if ".table.json" in r.variables["path"]]
-    assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2)  # preds, inc, eval/per_class: once each
+    assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2) + 1  # preds, inc, eval/per_class, big: once each
+    # artifact copies read only where the run file lacks something (preds' Image, big's rows), each once
+    copies = [r.variables["clientID"] for r in emu.faults.requests("ClientIDMapping")]
+    assert len(copies) == len(set(copies)) == 2 * STEPS + 1
     joined = [m for m in caplog.messages if "'joined' at step 4" in m and "joined-table" in m]
     assert len(joined) == 2  # reported, run by run, never silently skipped
     assert "wandb_table__joined" not in pipeline.default_schema.tables
@@ -193,7 +228,7 @@ def test_a_bad_table_file_costs_only_that_table_and_is_fetched_again(tmp_path, r
     runs[1].files.update(add_logged_run(make_emulator(DatasetSpec(runs=0)).store, run_dirs[1]).files)
     _load(pipeline, emu)
     assert resources(pipeline.state)["logged_tables"]["failed"] == {}
-    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+    assert assert_tables_hold(pipeline, range(STEPS), emu) > 100
 
 
 def test_table_selection_and_last_version(tmp_path, run_dirs, make_emulator):

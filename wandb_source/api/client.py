@@ -195,6 +195,44 @@ class WandbClient(Transport):
                 out[run["name"]] = (run.get("summaryMetrics"), run.get("historyKeys"))  # JSON text, or JSON
         return out
 
+    def artifact_server_id(self, client_id: str) -> str | None:
+        """The id of the artifact the SDK logged under `client_id` (None: W&B knows none)."""
+        found = self.query(queries.CLIENT_ID_MAPPING, {"clientID": client_id}).get("clientIDMapping")
+        server_id = found.get("serverID") if isinstance(found, dict) else None
+        return server_id if isinstance(server_id, str) and server_id else None
+
+    def artifact_manifest(self, artifact_id: str) -> dict[str, Any]:
+        """The artifact's manifest (`{"version", "storagePolicyConfig", "contents": {path: {"digest", "size",
+        ...}}}`), downloaded from the URL W&B gives for it."""
+        artifact = self.query(queries.ARTIFACT_MANIFEST, {"artifact_id": artifact_id}).get("artifact")
+        manifest = artifact.get("currentManifest") if isinstance(artifact, dict) else None
+        url = ((manifest or {}).get("file") or {}).get("directUrl")
+        if not isinstance(url, str) or not url:
+            raise NotFoundError(f"W&B gave no manifest for artifact {artifact_id}")
+        try:
+            body = json.loads(self.download(url))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ServerError(f"the manifest of artifact {artifact_id} is not JSON ({e})") from None
+        if not isinstance(body, dict) or not isinstance(body.get("contents"), dict):
+            raise ServerError(f"the manifest of artifact {artifact_id} has no `contents`")
+        return body
+
+    def artifact_file_url(self, artifact_id: str, manifest: dict[str, Any], name: str) -> str | None:
+        """The download URL of the manifest entry `name` (wandb-core asks with the entry's digest, birth
+        artifact and size, and the manifest's storage layout and version)."""
+        entry = manifest["contents"][name]
+        config = manifest.get("storagePolicyConfig") or {}
+        variables = {"id": artifact_id, "storageLayout": str(config.get("storageLayout") or "V2"),
+                     "manifestVersion": str(manifest.get("version") or 1), "storageRegion": config.get("storageRegion"),
+                     "entries": [{"name": name, "digest": entry.get("digest"),
+                                  "birthArtifactID": entry.get("birthArtifactID"), "size": entry.get("size")}]}
+        artifact = self.query(queries.ARTIFACT_FILE_URLS, variables).get("artifact") or {}
+        for edge in (artifact.get("filesByManifestEntries") or {}).get("edges") or []:
+            node = (edge or {}).get("node") or {}
+            if node.get("name") == name and node.get("directUrl"):
+                return str(node["directUrl"])
+        return None
+
     def run_artifacts(self, entity: str, project: str, names: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """{run: {"output": [artifact version...], "input": [...]}} for the runs in `names`. At most
         `ARTIFACTS_PER_REQUEST` artifact nodes per request, as the SDK's page of 100 for one run."""

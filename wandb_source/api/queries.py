@@ -84,6 +84,21 @@ MORE_ARTIFACTS = """query RunArtifacts($entity: String!, $project: String!, $run
     run(name: $run) { %(field)s(after: $cursor, first: $perPage) { %(connection)s } } } }"""
 ARTIFACT_CONNECTION = "totalCount pageInfo { endCursor hasNextPage } edges { node { %(fields)s } }"
 
+# wandb-core's artifact downloader (core/pkg/artifacts/downloader.go; documents in core/api/graphql/): an
+# artifact's manifest file, then the download URLs of the entries it needs. ClientIDMapping is how
+# core/pkg/artifacts/saver.go resolves a `wandb-client-artifact://<client id>/...` reference to the artifact.
+CLIENT_ID_MAPPING = """query ClientIDMapping($clientID: ID!) {
+  clientIDMapping(clientID: $clientID) { serverID } }"""
+ARTIFACT_MANIFEST = """query ArtifactManifest($artifact_id: ID!) {
+  artifact(id: $artifact_id) { currentManifest { file { directUrl } } } }"""
+ARTIFACT_FILE_URLS = """query ArtifactFileURLsByManifestEntries($id: ID!, $entries: [ArtifactManifestEntryInput!],
+    $storageLayout: String!, $manifestVersion: String!, $storageRegion: String) {
+  artifact(id: $id) {
+    filesByManifestEntries(storageLayout: $storageLayout, manifestVersion: $manifestVersion, entries: $entries,
+        storageRegion: $storageRegion) {
+      pageInfo { hasNextPage endCursor }
+      edges { node { name directUrl } } } } }"""
+
 # wandb-core's history reader (core/internal/runhistoryreader): `RunParquetHistory` for the exported
 # files and the steps not yet exported, then `HistoryPage` for those, in windows [minStep, maxStep)
 # that never hold more rows than `samples` (wandb-core sends samples = maxStep - minStep).

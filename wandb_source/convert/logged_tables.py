@@ -9,6 +9,13 @@ wrote): `run.log({"preds": table})` puts a reference in that step's history row 
 the file. A table logged with `log_mode="INCREMENTAL"` is an `incremental-table-file`: its file holds only the
 rows added at that step, and `nrows` counts the whole table so far. `joined-table` and `partitioned-table`
 reference other tables: not loaded, reported.
+
+The run file is not the whole table: it holds at most `wandb.Table.MAX_ROWS` (10,000) rows, and a media cell
+(an image, audio, HTML, ...) only as its type's name. The table is also logged as an artifact (`run_table`,
+or `wandb-run-incremental-table` for increments) whose copy holds up to 200,000 rows and media cells as
+references (`{"_type": "image-file", "path", "sha256", ...}`, the file's size in the artifact's manifest), but
+NaN as null. The reference's `artifact_path` (`wandb-client-artifact://<client id>/<entry>`) names that copy.
+So: values from the run file; media references, and rows past the run file's, from the artifact copy.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 import pyarrow as pa
 
@@ -30,6 +38,13 @@ LOADED_TYPES = (TABLE_FILE, INCREMENTAL_TABLE_FILE)
 NOT_LOADED_TYPES = ("joined-table", "partitioned-table")
 TABLE_TYPES = (*LOADED_TYPES, *NOT_LOADED_TYPES)
 ROW_INDEX = "_row"
+MAX_FILE_ROWS = 10_000  # wandb.Table.MAX_ROWS: the most rows the SDK writes to the run file
+CLIENT_ARTIFACT_SCHEME = "wandb-client-artifact"
+# The names the SDK writes to a run file for a media cell (the class of a `wandb.data_types` value that can sit
+# in a table; tests/test_logged_tables.py checks the list against the installed SDK's classes).
+MEDIA_NAMES = frozenset({"Audio", "Bokeh", "BoundingBoxes2D", "Classes", "EvalTable", "Graph", "Html", "Image",
+                         "ImageMask", "JoinedTable", "Molecule", "Object3D", "PartitionedTable", "Plotly", "Table",
+                         "Video", "WBTraceTree"})
 OWN_COLUMNS = ("entity", "project", "run_id", "_step", ROW_INDEX)
 
 
@@ -56,6 +71,20 @@ class TableRef:
 
     def describe(self) -> str:
         return f"table {self.key!r} at step {self.step} ({self.path or self.type})"
+
+    @property
+    def copy_entry(self) -> Optional[tuple[str, str]]:
+        """(client id, entry name) of the artifact copy the reference names, if it names one."""
+        path = self.ref.get("artifact_path")
+        parsed = urlparse(path) if isinstance(path, str) else None
+        if not parsed or parsed.scheme != CLIENT_ARTIFACT_SCHEME or not parsed.netloc or not parsed.path.strip("/"):
+            return None
+        return parsed.netloc, parsed.path.lstrip("/")
+
+    @property
+    def logged_rows(self) -> Optional[int]:
+        total = self.ref.get("nrows")
+        return total if isinstance(total, int) and not isinstance(total, bool) else None
 
     def to_state(self) -> list[Any]:
         return [self.step, self.key, self.ref]
@@ -112,6 +141,59 @@ def parse_table_file(data: bytes, ref: TableRef) -> tuple[list[Any], list[Any]]:
         if not isinstance(row, list) or len(row) != len(columns):
             raise TableFileError(f"{ref.describe()}: row {i} does not have the table's {len(columns)} cells")
     return [str(c) for c in columns], rows
+
+
+@dataclass(frozen=True)
+class ArtifactCopy:
+    """A logged table's artifact copy: its rows and the sizes of the artifact's files ({path: bytes})."""
+
+    artifact_id: str
+    columns: list[str]
+    rows: list[list[Any]]
+    sizes: dict[str, int]
+
+
+def needs_copy(rows: list[list[Any]], ref: TableRef) -> bool:
+    """Whether the run file may lack what the artifact copy holds: a cell that may be a media cell (a string
+    naming a media type), or rows beyond the run file's (a table cut at `MAX_FILE_ROWS`; an increment's
+    count is not in its reference, so a full-size increment counts as cut)."""
+    if len(rows) >= MAX_FILE_ROWS and (ref.type == INCREMENTAL_TABLE_FILE or (ref.logged_rows or 0) > len(rows)):
+        return True
+    return any(isinstance(cell, str) and cell in MEDIA_NAMES for row in rows for cell in row)
+
+
+def parse_copy(data: bytes, ref: TableRef, artifact_id: str, sizes: dict[str, int]) -> ArtifactCopy:
+    """The artifact copy's table file (`{"_type": "table", "columns", "data", "column_types", ...}`)."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise TableFileError(f"{ref.describe()}: its artifact copy is not JSON ({e})") from None
+    columns, rows = (body.get("columns"), body.get("data")) if isinstance(body, dict) else (None, None)
+    if not isinstance(columns, list) or not isinstance(rows, list) or \
+            any(not isinstance(row, list) or len(row) != len(columns) for row in rows):
+        raise TableFileError(f"{ref.describe()}: its artifact copy is not a table of `columns` and `data` rows")
+    return ArtifactCopy(artifact_id, [str(c) for c in columns], rows, sizes)
+
+
+def with_copy(columns: list[str], rows: list[list[Any]], copy: ArtifactCopy, ref: TableRef) -> list[list[Any]]:
+    """The run file's rows with each media cell replaced by its reference from the artifact copy (JSON: the
+    copy's cell, its `size` from the manifest and the `artifact_id`), then the copy's rows past the run file's
+    (values as the copy holds them: NaN there is null)."""
+    if copy.columns != columns or len(copy.rows) < len(rows):
+        raise TableFileError(f"{ref.describe()}: its artifact copy ({len(copy.rows)} rows of {copy.columns}) is not "
+                             f"the table of the run file ({len(rows)} rows of {columns})")
+    out = [[_media(copy, copied) if _is_media(copied) and isinstance(cell, str) else cell
+            for cell, copied in zip(row, copied_row)] for row, copied_row in zip(rows, copy.rows)]
+    out += [[_media(copy, cell) if _is_media(cell) else cell for cell in row] for row in copy.rows[len(rows):]]
+    return out
+
+
+def _is_media(cell: Any) -> bool:
+    return isinstance(cell, dict) and isinstance(cell.get("_type"), str) and isinstance(cell.get("path"), str)
+
+
+def _media(copy: ArtifactCopy, cell: dict[str, Any]) -> dict[str, Any]:
+    return {**cell, "size": copy.sizes.get(cell["path"]), "artifact_id": copy.artifact_id}
 
 
 def first_row_index(ref: TableRef, increment_rows: int) -> int:

@@ -19,7 +19,7 @@ from graphql import GraphQLError, build_schema
 
 from .filters import FilterError, matches, sort_runs
 from .profile import PESSIMISTIC, ServerProfile
-from .store import NotFound, Project, Run, Store, Sweep, dumps_wandb, file_md5
+from .store import NotFound, Project, Run, Store, StoredArtifact, Sweep, dumps_wandb, file_md5
 
 SDL = (Path(__file__).parent / "schema.graphql").read_text()
 EVENTS_FILE = "wandb-events.jsonl"
@@ -369,6 +369,56 @@ def _artifact_node(art: dict, project: Project) -> dict:
     }
 
 
+def resolve_client_id_mapping(_root: Any, info: Any, clientID: str) -> dict | None:
+    """`clientIDMapping`: the id of the artifact the SDK logged under `clientID` (None: unknown)."""
+    server_id = info.context.store.client_ids.get(clientID)
+    return {"serverID": server_id} if server_id else None
+
+
+def resolve_artifact(_root: Any, info: Any, id: str) -> dict | None:  # noqa: A002 - W&B's argument name
+    """`artifact(id:)`: an artifact version the emulator holds files for."""
+    store: Store = info.context.store
+    stored = store.artifacts.get(id)
+    if stored is None:
+        return None
+    node = stored.node
+    return {**_artifact_node(node, store.project(node["entity"], node["project"])), "_stored": stored}
+
+
+def artifact_file_url(base_url: str, artifact_id: str, name: str | None) -> str:
+    """A stored artifact's file (`name`) or, for None, its manifest."""
+    if name is None:
+        return f"{base_url}/_emulator/artifact-manifest/{quote(artifact_id, safe='')}"
+    return f"{base_url}/_emulator/artifact-file/{quote(artifact_id, safe='')}/{quote(name)}"
+
+
+def _artifact_file(info: Any, stored: StoredArtifact, name: str | None, size: int) -> dict:
+    url = artifact_file_url(info.context.base_url, stored.id, name)
+    return {"id": base64.b64encode(f"File:{stored.id}/{name}".encode()).decode(), "name": name or "wandb_manifest.json",
+            "url": url, "directUrl": url, "sizeBytes": size, "mimetype": None, "updatedAt": None, "md5": None}
+
+
+def _current_manifest(artifact: dict, info: Any) -> dict | None:
+    stored = artifact.get("_stored")
+    if stored is None:
+        return None
+    return {"id": f"{stored.id}:manifest", "file": _artifact_file(info, stored, None, len(json.dumps(stored.manifest)))}
+
+
+def _files_by_manifest_entries(artifact: dict, info: Any, storageLayout: str, manifestVersion: str,
+                               entries: list | None = None, storageRegion: str | None = None,
+                               after: str | None = None, first: int | None = None) -> dict:
+    """The download URLs of the named entries (wandb-core asks in batches; unknown names are left out)."""
+    stored: StoredArtifact | None = artifact.get("_stored")
+    names = [e["name"] for e in entries or [] if stored is not None and e["name"] in stored.files]
+    return connection(names, after, info.context.page_size(first),
+                      lambda name: _artifact_file(info, stored, name, len(stored.files[name])))  # type: ignore[union-attr]
+
+
+ARTIFACT_FIELDS: dict[str, Callable] = {"currentManifest": _current_manifest,
+                                        "filesByManifestEntries": _files_by_manifest_entries}
+
+
 def _artifacts(run: Run, info: Any, artifacts: list, after: str | None, first: int | None) -> dict:
     project = info.context.store.project(run.entity, run.project)
     return connection(artifacts, after, info.context.page_size(first), lambda art: _artifact_node(art, project),
@@ -428,10 +478,12 @@ def _install(schema: Any) -> Any:
     query = schema.query_type
     assert query is not None
     for name, fn in {"viewer": resolve_viewer, "project": resolve_project, "models": resolve_models,
-                     "entity": resolve_entity,
+                     "entity": resolve_entity, "clientIDMapping": resolve_client_id_mapping,
+                     "artifact": resolve_artifact,
                      "serverInfo": lambda root, info: {"features": [], "latestLocalVersionInfo": None}}.items():
         query.fields[name].resolve = fn
-    for type_name, fields in (("Project", PROJECT_FIELDS), ("Run", RUN_FIELDS), ("Sweep", SWEEP_FIELDS)):
+    for type_name, fields in (("Project", PROJECT_FIELDS), ("Run", RUN_FIELDS), ("Sweep", SWEEP_FIELDS),
+                              ("Artifact", ARTIFACT_FIELDS)):
         gql_type = schema.type_map[type_name]
         for name, fn in fields.items():
             if name in gql_type.fields:
@@ -454,7 +506,7 @@ def _without_fields(sdl: str, missing: frozenset) -> str:
     out, current = [], None
     for line in sdl.splitlines():
         words = line.split()
-        if words[:1] == ["type"] and len(words) > 1:
+        if words[:1] in (["type"], ["input"], ["interface"]) and len(words) > 1:
             current = words[1]
         field_name = words[0].split("(")[0].rstrip(":") if words and current else None
         if field_name and f"{current}.{field_name}" in missing:

@@ -265,6 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._download("file", path[len("/files/"):])
         elif path.startswith("/_emulator/parquet/"):
             self._download("parquet", path[len("/_emulator/parquet/"):])
+        elif path.startswith(("/_emulator/artifact-manifest/", "/_emulator/artifact-file/")):
+            self._download("artifact", path[len("/_emulator/"):])
         elif path == "/_emulator/requests":
             self._json(200, dict(self.emulator.faults.counts()))
         elif path == "/_emulator/requests/status":
@@ -324,11 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rule, headers = gate
         try:
-            entity, project, run_id, name = parts
             with emu.store.lock:
-                if kind == "file":
+                if kind == "artifact":
+                    body = self._artifact(rest)
+                elif kind == "file":
+                    entity, project, run_id, name = parts
                     body = run_file(emu.store.run(entity, project, run_id), name, emu.profile)
                 else:
+                    entity, project, run_id, name = parts
                     body = self._parquet(entity, project, run_id, name)
         except (ValueError, NotFound, IndexError):
             emu.faults.record(kind, {"path": rest}, 404, self.arrived)
@@ -337,6 +342,18 @@ class _Handler(BaseHTTPRequestHandler):
         emu.faults.record(kind, {"path": rest}, 200, self.arrived, ("GET", self.path, None))
         self._send(200, body, "application/octet-stream", headers,
                    truncate=rule is not None and rule.kind == "truncate")
+
+    def _artifact(self, rest: str) -> bytes:
+        """`artifact-manifest/<id>`: the manifest file; `artifact-file/<id>/<path>`: an entry's bytes."""
+        kind, artifact_id, *name = rest.split("/", 2)
+        stored = self.emulator.store.artifacts.get(artifact_id)
+        if stored is None:
+            raise NotFound(artifact_id)
+        if kind == "artifact-manifest":
+            return json.dumps(stored.manifest).encode()
+        if not name or name[0] not in stored.files:
+            raise NotFound(rest)
+        return bytes(stored.files[name[0]])
 
     def _parquet(self, entity: str, project: str, run_id: str, name: str) -> bytes:
         run = self.emulator.store.run(entity, project, run_id)

@@ -238,6 +238,17 @@ def _value_type(value: Any) -> str:
     return "list"
 
 
+@dataclass
+class StoredArtifact:
+    """An artifact version whose files the emulator serves: its manifest (W&B's manifest file, version 1) and
+    each entry's bytes."""
+
+    id: str
+    node: dict  # the artifact as a run's outputArtifacts list it
+    manifest: dict
+    files: dict  # path -> bytes
+
+
 class Store:
     """Everything the emulated server holds, plus the mutations tests apply between loads."""
 
@@ -249,6 +260,10 @@ class Store:
         self._clock = dt.datetime(2000, 1, 1, tzinfo=UTC)
         self._next_project_id = 0
         self.updated_at_on_append = True  # False: appends and heartbeats leave `updatedAt` alone (profile.py)
+        # artifacts with stored files (the run_table artifacts of logged runs): {id: StoredArtifact}, and the
+        # SDK's client ids of them ({client id: id}; `clientIDMapping`)
+        self.artifacts: dict[str, StoredArtifact] = {}
+        self.client_ids: dict[str, str] = {}
 
     # -- time ---------------------------------------------------------------------------
     def now(self) -> dt.datetime:

@@ -23,14 +23,20 @@ from ..api.client import WandbClient
 from ..api.history import read_history
 from ..convert.columns import ColumnMap
 from ..convert.logged_tables import (
+    INCREMENTAL_TABLE_FILE,
     LOADED_TYPES,
+    MAX_FILE_ROWS,
     OWN_COLUMNS,
+    ArtifactCopy,
     TableFileError,
     TableRef,
     destination_table,
+    needs_copy,
+    parse_copy,
     parse_table_file,
     table_arrow,
     table_refs,
+    with_copy,
 )
 from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import NotFoundError, ServerError
@@ -103,12 +109,17 @@ class TableSelection:
                 self.window.last_steps]
 
 
+CopyReader = Callable[[list[TableRef]], list[Any]]
+
+
 def table_rows(refs: list[TableRef], run: tuple[str, str, str], columns: TableColumns,
-               read: Callable[[list[str]], dict[str, Any]]) -> Iterator[Any]:
+               read: Callable[[list[str]], dict[str, Any]], read_copy: Optional[CopyReader] = None) -> Iterator[Any]:
     """(destination table, Arrow rows) of each reference whose file `read` gives ({path: bytes or the error}),
     50 files at a time (a run may have logged thousands), then ("failed", refs, problems): the references to
-    fetch again and why. A joined or partitioned table is reported (a warning naming the run, key and step) and
-    not loaded."""
+    fetch again and why. Where the run file may lack media references or rows (`needs_copy`), `read_copy`
+    gives each such reference's artifact copy (or the error; without `read_copy` the run file is loaded as it
+    is, with a warning). A joined or partitioned table is reported (a warning naming the run, key and step)
+    and not loaded."""
     by_path: dict[str, list[TableRef]] = {}
     for ref in refs:
         if ref.type not in LOADED_TYPES:
@@ -122,21 +133,66 @@ def table_rows(refs: list[TableRef], run: tuple[str, str, str], columns: TableCo
     for start in range(0, len(paths), settings.DETAIL_BATCH_SIZE):
         chunk = paths[start:start + settings.DETAIL_BATCH_SIZE]
         files = read([p for p in chunk if p])
+        parsed: list[tuple[TableRef, Any]] = []
         for path in chunk:
             for ref in by_path[path]:
                 try:
-                    yield columns.table(ref.key), _rows_of(files.get(path), ref, run, columns)
+                    parsed.append((ref, _parse(files.get(path), ref)))
                 except TableFileError as e:
                     retry.append(ref)
                     problems.append(str(e))
+        for ref, table in _with_copies(parsed, run, read_copy):
+            try:
+                if isinstance(table, TableFileError):
+                    raise table
+                names, rows = table
+                yield columns.table(ref.key), table_arrow(names, rows, ref, run, columns.of(ref.key))
+            except TableFileError as e:
+                retry.append(ref)
+                problems.append(str(e))
     yield "failed", retry, problems
 
 
-def _rows_of(data: Any, ref: TableRef, run: tuple[str, str, str], columns: TableColumns) -> pa.Table:
+def _parse(data: Any, ref: TableRef) -> tuple[list[str], list[list[Any]]]:
     if not isinstance(data, bytes):
         raise TableFileError(f"{ref.describe()}: {data or 'W&B lists no such run file'}")
-    names, rows = parse_table_file(data, ref)
-    return table_arrow(names, rows, ref, run, columns.of(ref.key))
+    return parse_table_file(data, ref)
+
+
+def _with_copies(parsed: list[tuple[TableRef, Any]], run: tuple[str, str, str],
+                 read_copy: Optional[CopyReader]) -> Iterator[tuple[TableRef, Any]]:
+    """Each (reference, (columns, rows) or the TableFileError), the rows completed from the artifact copy where
+    the run file may lack media references or rows."""
+    wanted = [(ref, table) for ref, table in parsed if needs_copy(table[1], ref)]
+    missing = [ref for ref, _ in wanted if ref.copy_entry is None]
+    for ref in missing:
+        _warn_uncopied(run, ref, "its reference names no artifact copy")
+    readable = [(ref, table) for ref, table in wanted if ref.copy_entry is not None]
+    if readable and read_copy is None:
+        for ref, _ in readable:
+            _warn_uncopied(run, ref, "its artifact copy is not at hand")
+    copies = dict(zip((id(ref) for ref, _ in readable), read_copy([r for r, _ in readable]))) \
+        if readable and read_copy is not None else {}
+    for ref, (names, rows) in parsed:
+        copy = copies.get(id(ref))
+        if isinstance(copy, ArtifactCopy):
+            try:
+                rows = with_copy(names, rows, copy, ref)
+            except TableFileError as e:
+                yield ref, e
+                continue
+        elif copy is not None:
+            yield ref, TableFileError(f"{ref.describe()}: its artifact copy could not be read ({copy})")
+            continue
+        if ref.type != INCREMENTAL_TABLE_FILE and (ref.logged_rows or 0) > len(rows):
+            logger.warning("run %s: %s was logged with %s rows; W&B kept %d of them", "/".join(run), ref.describe(),
+                           ref.logged_rows, len(rows))
+        yield ref, (names, rows)
+
+
+def _warn_uncopied(run: tuple[str, str, str], ref: TableRef, why: str) -> None:
+    logger.warning("run %s: %s is loaded from its run file alone (%s): a media cell stays the name of its type "
+                   "and rows past the file's %d are not loaded", "/".join(run), ref.describe(), why, MAX_FILE_ROWS)
 
 
 def read_online(client: WandbClient, run: tuple[str, str, str], max_workers: int) -> Callable[[list[str]], dict[str, Any]]:
@@ -158,6 +214,39 @@ def read_online(client: WandbClient, run: tuple[str, str, str], max_workers: int
 
         with ThreadPoolExecutor(min(max_workers, len(paths)), thread_name_prefix="wandb-table") as pool:
             return dict(zip(paths, pool.map(fetch, paths)))
+
+    return read
+
+
+def read_copies(client: WandbClient, max_workers: int) -> CopyReader:
+    """`read_copy` for `table_rows`: each reference's artifact copy as wandb-core's artifact downloader fetches
+    an artifact (core/pkg/artifacts/downloader.go): the reference's client id resolved to the artifact's id
+    (ClientIDMapping, as core/pkg/artifacts/saver.go resolves one), its manifest (ArtifactManifest, then the
+    manifest file), the entry's URL (ArtifactFileURLsByManifestEntries), the entry. The error, where one fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(ref: TableRef) -> Any:
+        client_id, entry = ref.copy_entry or ("", "")
+        try:
+            artifact_id = client.artifact_server_id(client_id)
+            if artifact_id is None:
+                return f"W&B knows no artifact for the client id in {ref.ref.get('artifact_path')}"
+            manifest = client.artifact_manifest(artifact_id)
+            contents = manifest.get("contents") or {}
+            if entry not in contents:
+                return f"artifact {artifact_id} has no file {entry!r}"
+            url = client.artifact_file_url(artifact_id, manifest, entry)
+            if url is None:
+                return f"W&B gave no URL for {entry!r} of artifact {artifact_id}"
+            sizes = {path: int(e["size"]) for path, e in contents.items()
+                     if isinstance(e, dict) and isinstance(e.get("size"), int)}
+            return parse_copy(client.download(url), ref, artifact_id, sizes)
+        except (ServerError, NotFoundError, TableFileError) as e:
+            return str(e)
+
+    def read(refs: list[TableRef]) -> list[Any]:
+        with ThreadPoolExecutor(min(max_workers, len(refs)), thread_name_prefix="wandb-table-copy") as pool:
+            return list(pool.map(fetch, refs))
 
     return read
 
