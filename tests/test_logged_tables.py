@@ -16,12 +16,16 @@ import pytest
 from tests.helpers import loaded_counts, make_pipeline, rows, same_value
 from wandb_source import wandb_source
 from wandb_source.convert.logged_tables import (
+    MEDIA_NAMES,
+    ArtifactCopy,
     TableFileError,
     TableRef,
     destination_table,
     first_row_index,
+    needs_copy,
     parse_table_file,
     table_keys,
+    with_copy,
 )
 from wandb_source.convert.selection import KeySelection
 from wandb_source.convert.values import NAMING, value_kind
@@ -123,21 +127,22 @@ def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]
 MEDIA = object()  # the expected value of the Image cell where the artifact copies are read: checked by `media_holds`
 
 
-def assert_tables_hold(pipeline, steps: range, emu=None) -> int:
-    """Every logged cell, in the column the state's map names for its key and kind; nothing else. With `emu`, the
-    artifact copies it serves were read (media references, the big table whole). Returns cells."""
+def assert_tables_hold(pipeline, steps: range, store=None) -> int:
+    """Every logged cell, in the column the state's map names for its key and kind; nothing else. With `store` (the
+    emulator's, holding the runs' artifacts), the artifact copies were read (media references, the big table
+    whole). Returns cells."""
     columns = resources(pipeline.state)["logged_tables"]["columns"]
     checked = 0
     for table, key in (("wandb_table__preds", "preds"), ("wandb_table__eval__per_class", "eval/per_class"),
                        ("wandb_table__inc", "inc"), ("wandb_table__big", "big")):
         got = {(r["run_id"], r["_step"], r["_row"]): r for r in rows(pipeline, table)}
-        want = [w for run in range(2) for w in expected_rows(run, steps, emu is not None)[table]]
+        want = [w for run in range(2) for w in expected_rows(run, steps, store is not None)[table]]
         assert sorted(got) == sorted(w[:3] for w in want), table
         for run_id, step, index, values in want:
             row = got[(run_id, step, index)]
             for name, value in values.items():
                 if value is MEDIA:
-                    media_holds(emu, row[columns[key][name]["json"]], run_id, step)
+                    media_holds(store, row[columns[key][name]["json"]], run_id, step)
                     checked += 1
                     continue
                 kind = value_kind(value)
@@ -150,16 +155,21 @@ def assert_tables_hold(pipeline, steps: range, emu=None) -> int:
     return checked
 
 
-def media_holds(emu, cell: str, run_id: str, step: int) -> None:
-    """The Image cell's reference names the image file of the artifact copy logged at that run's `step`."""
+def media_holds(store, cell: str, run_id: str, step: int) -> None:
+    """The Image cell's reference names the image file of the artifact copy logged at that run's `step` (the
+    artifact by its id; offline, where the copy has no id yet, the run's copy holding that step's table)."""
     media = json.loads(cell)
-    artifact = emu.store.artifacts[media["artifact_id"]]
+    labels = [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)]
+    if media["artifact_id"] is None:
+        artifact = next(a for a in store.artifacts.values() if a.node["name"] == f"run-{run_id}-preds"
+                        and [r[1] for r in json.loads(a.files["preds.table.json"])["data"]] == labels)
+    else:
+        artifact = store.artifacts[media["artifact_id"]]
     image = artifact.files[media["path"]]
     assert image.startswith(b"\x89PNG") and hashlib.sha256(image).hexdigest() == media["sha256"]
     assert media["size"] == len(image) and (media["_type"], media["width"], media["height"]) == ("image-file", 2, 2)
     assert artifact.node["name"] == f"run-{run_id}-preds"  # and the version logged at `step`:
-    copied = json.loads(artifact.files["preds.table.json"])["data"]
-    assert [r[1] for r in copied] == [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)]
+    assert [r[1] for r in json.loads(artifact.files["preds.table.json"])["data"]] == labels
 
 
 def serve(emu, run_dirs, upto_step: int | None = None) -> list:
@@ -186,7 +196,7 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
     _load(pipeline, emu)
     exports = [r.variables["path"] for r in emu.faults.requests("parquet")]
     assert len(exports) == 2 * len(set(exports)) > 0  # run-0's export read by history and by logged_tables
-    assert assert_tables_hold(pipeline, range(3), emu) > 50
+    assert assert_tables_hold(pipeline, range(3), emu.store) > 50
     assert resources(pipeline.state)["logged_tables"]["failed"] == {}
 
     complete = [add_logged_run(make_emulator(DatasetSpec(runs=0)).store, d) for d in run_dirs]
@@ -194,7 +204,7 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
         emu.store.append_steps(ENTITY, PROJECT, run.name, list(full.history.rows())[len(logged[run.name]):])
     with caplog.at_level(logging.WARNING, logger="dlt"):
         _load(pipeline, emu)
-    assert assert_tables_hold(pipeline, range(STEPS), emu) > 100
+    assert assert_tables_hold(pipeline, range(STEPS), emu.store) > 100
     assert loaded_counts(pipeline)["wandb_table__preds"] == 2 * 3 * (STEPS - 3)  # only the new steps' rows
     paths = [r.variables["path"] for r in emu.faults.requests("file") if ".table.json" in r.variables["path"]]
     assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2) + 1  # preds, inc, eval/per_class, big: once each
@@ -215,20 +225,29 @@ def test_a_bad_table_file_costs_only_that_table_and_is_fetched_again(tmp_path, r
     good = runs[0].files[ref["path"]]
     runs[0].files[ref["path"]] = good[:-20]  # cut short: not the file its sha256 names
     del runs[1].files[next(r for r in runs[1].history.rows() if r["_step"] == 5)["inc"]["path"]]
+    copy_of = emu.store.artifacts[emu.store.client_ids[_client_id(runs[1], 2, "preds")]].files
+    copy = copy_of.pop("preds.table.json")  # run-1's preds copy of step 2 gone: its Image has no reference
     pipeline = make_pipeline("duckdb", tmp_path)
     _load(pipeline, emu)
     failed = resources(pipeline.state)["logged_tables"]["failed"]
     assert set(failed) == {f"{ENTITY}/{PROJECT}/run-0", f"{ENTITY}/{PROJECT}/run-1"}
     assert "'preds' at step 3" in failed[f"{ENTITY}/{PROJECT}/run-0"] and "sha256" in failed[f"{ENTITY}/{PROJECT}/run-0"]
     assert "'inc' at step 5" in failed[f"{ENTITY}/{PROJECT}/run-1"]
+    assert "'preds' at step 2" in failed[f"{ENTITY}/{PROJECT}/run-1"] and "artifact copy" in failed[f"{ENTITY}/{PROJECT}/run-1"]
     held = {(r["run_id"], r["_step"]) for r in rows(pipeline, "wandb_table__preds")}
-    assert ("run-0", 3) not in held and len(held) == 2 * STEPS - 1
+    assert ("run-0", 3) not in held and ("run-1", 2) not in held and len(held) == 2 * STEPS - 2
 
     runs[0].files[ref["path"]] = good  # the files arrive; nothing else about the runs changes
+    copy_of["preds.table.json"] = copy
     runs[1].files.update(add_logged_run(make_emulator(DatasetSpec(runs=0)).store, run_dirs[1]).files)
     _load(pipeline, emu)
     assert resources(pipeline.state)["logged_tables"]["failed"] == {}
-    assert assert_tables_hold(pipeline, range(STEPS), emu) > 100
+    assert assert_tables_hold(pipeline, range(STEPS), emu.store) > 100
+
+
+def _client_id(run, step: int, key: str) -> str:
+    ref = next(r for r in run.history.rows() if r["_step"] == step)[key]
+    return ref["artifact_path"].split("://", 1)[1].split("/", 1)[0]
 
 
 def test_table_selection_and_last_version(tmp_path, run_dirs, make_emulator):
@@ -242,14 +261,32 @@ def test_table_selection_and_last_version(tmp_path, run_dirs, make_emulator):
 
 
 @pytest.mark.one_profile
-def test_offline_run_logs_give_the_same_tables(tmp_path, run_dirs):
+def test_offline_run_logs_give_the_same_tables(tmp_path, run_dirs, caplog):
+    """Offline, the artifact copies are the files the SDK staged (on the machine that ran it); without them a
+    table loads from its run file alone, with a warning: a media cell as its type's name, 10,000 rows."""
+    from wandb_source.emulator.store import Store
     from wandb_source.logs.source import wandb_offline_source
 
+    logged = Store()
+    for run_dir in run_dirs:
+        add_logged_run(logged, run_dir)
     pipeline = make_pipeline("duckdb", tmp_path)
     pipeline.run(wandb_offline_source(str(run_dirs[0].parent)).with_resources("logged_tables"))
-    assert assert_tables_hold(pipeline, range(STEPS)) > 100
+    assert assert_tables_hold(pipeline, range(STEPS), logged) > 100
     pipeline.run(wandb_offline_source(str(run_dirs[0].parent)).with_resources("logged_tables"))
     assert not any(t.startswith("wandb_table") for t in loaded_counts(pipeline))  # nothing new
+
+    staged = run_dirs[0].parents[1] / "data"  # WANDB_DATA_DIR of the logging script
+    staged.rename(staged.with_name("synced"))
+    try:
+        alone = make_pipeline("duckdb", tmp_path)
+        with caplog.at_level(logging.WARNING, logger="dlt"):
+            alone.run(wandb_offline_source(str(run_dirs[0].parent)).with_resources("logged_tables"))
+    finally:
+        staged.with_name("synced").rename(staged)
+    assert assert_tables_hold(alone, range(STEPS)) > 100
+    uncopied = [m for m in caplog.messages if "artifact copy is not at hand" in m]
+    assert len(uncopied) == 2 * STEPS + 1  # every preds version (its Image) and the big table, named
 
 
 @pytest.mark.one_profile
@@ -275,5 +312,32 @@ def test_table_file_checks_and_names():
     assert table_keys({"a": {"_type": "table-file"}, "b": 1}, {"keys": {"c": {"typeCounts": [{"type": "map"}]},
                                                                          "d": {"typeCounts": [{"type": "table-file"}]}}}) \
         == {"a", "d"}
+    copy = ArtifactCopy("A1", ["a", "b"], [[1, {"_type": "image-file", "path": "m/x.png", "sha256": "s"}], [2, None]],
+                        {"m/x.png": 7})
+    media = {"_type": "image-file", "path": "m/x.png", "sha256": "s", "size": 7, "artifact_id": "A1"}
+    assert with_copy(["a", "b"], [[1.5, "Image"]], copy, unsigned) == [[1.5, media], [2, None]]  # values: run file's
+    for columns, cut in ((["a", "c"], [[1, "Image"]]), (["a", "b"], [[1, "Image"]] * 3)):
+        with pytest.raises(TableFileError, match="not the table of the run file"):
+            with_copy(columns, cut, copy, unsigned)
+    assert needs_copy([[1, "Image"]], unsigned) and not needs_copy([[1, "image"]], unsigned)
+    assert needs_copy([[i] for i in range(10_000)], TableRef(1, "t", {"_type": "table-file", "nrows": 10_001}))
+    assert not needs_copy([[i] for i in range(10_000)], TableRef(1, "t", {"_type": "table-file", "nrows": 10_000}))
+    assert TableRef(1, "t", {"artifact_path": "wandb-client-artifact://abc/t.table.json"}).copy_entry == \
+        ("abc", "t.table.json")
+    assert TableRef(1, "t", {"artifact_path": "wandb-artifact://abc/t.table.json"}).copy_entry is None
     for key in ("a*b", "x?[y]", "plain/key"):
         assert KeySelection((_exact(key),)).wants(key) and not KeySelection((_exact(key),)).wants(key + "z")
+
+
+@pytest.mark.one_profile
+def test_media_names_are_the_installed_sdks_media_classes():
+    """A media cell in a run file is the name of its class: every `wandb.data_types` media class must be known,
+    or its cells would load as that name with no reference."""
+    import inspect
+
+    import wandb.data_types as data_types
+    from wandb.sdk.data_types.base_types.media import BatchableMedia, Media
+
+    classes = {name for name, value in vars(data_types).items()
+               if inspect.isclass(value) and issubclass(value, Media) and value not in (Media, BatchableMedia)}
+    assert "Image" in classes and classes <= MEDIA_NAMES, classes - MEDIA_NAMES

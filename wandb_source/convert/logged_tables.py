@@ -145,12 +145,20 @@ def parse_table_file(data: bytes, ref: TableRef) -> tuple[list[Any], list[Any]]:
 
 @dataclass(frozen=True)
 class ArtifactCopy:
-    """A logged table's artifact copy: its rows and the sizes of the artifact's files ({path: bytes})."""
+    """A logged table's artifact copy: its rows and the sizes of the artifact's files ({path: bytes}); the
+    artifact's id on W&B (None: a copy the SDK staged locally, not yet synced)."""
 
-    artifact_id: str
+    artifact_id: Optional[str]
     columns: list[str]
     rows: list[list[Any]]
     sizes: dict[str, int]
+
+
+def manifest_digest(data: bytes) -> str:
+    """A file's digest as W&B's artifact manifests (and run files' `md5`) hold it: the base64 of its MD5."""
+    import base64
+
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - W&B's digest, not security
 
 
 def needs_copy(rows: list[list[Any]], ref: TableRef) -> bool:
@@ -162,7 +170,7 @@ def needs_copy(rows: list[list[Any]], ref: TableRef) -> bool:
     return any(isinstance(cell, str) and cell in MEDIA_NAMES for row in rows for cell in row)
 
 
-def parse_copy(data: bytes, ref: TableRef, artifact_id: str, sizes: dict[str, int]) -> ArtifactCopy:
+def parse_copy(data: bytes, ref: TableRef, artifact_id: Optional[str], sizes: dict[str, int]) -> ArtifactCopy:
     """The artifact copy's table file (`{"_type": "table", "columns", "data", "column_types", ...}`)."""
     try:
         body = json.loads(data)

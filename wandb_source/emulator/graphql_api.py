@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 from graphql import GraphQLError, build_schema
 
+from ..convert.logged_tables import manifest_digest
 from .filters import FilterError, matches, sort_runs
 from .profile import PESSIMISTIC, ServerProfile
-from .store import NotFound, Project, Run, Store, StoredArtifact, Sweep, dumps_wandb, file_md5
+from .store import NotFound, Project, Run, Store, StoredArtifact, Sweep, dumps_wandb
 
 SDL = (Path(__file__).parent / "schema.graphql").read_text()
 EVENTS_FILE = "wandb-events.jsonl"
@@ -350,7 +351,7 @@ def resolve_files(run: Run, info: Any, names: list | None = None, after: str | N
         return {"id": base64.b64encode(f"File:{run.name}/{name}".encode()).decode(), "name": name,
                 "url": file_url(ctx.base_url, run, name), "directUrl": file_url(ctx.base_url, run, name),
                 "sizeBytes": len(data), "mimetype": "application/json" if name.endswith(".json") else "text/plain",
-                "updatedAt": iso(run.updated_at), "md5": file_md5(data)}
+                "updatedAt": iso(run.updated_at), "md5": manifest_digest(data)}
 
     return connection(selected, after, ctx.page_size(first), node)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import hashlib
 import itertools
 import json
 import os
@@ -390,12 +389,6 @@ class Store:
         if name not in run.files:
             raise NotFound(name)
         return run.files[name]
-
-
-def file_md5(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def dumps_wandb(value: Any) -> str:

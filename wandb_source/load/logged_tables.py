@@ -109,6 +109,8 @@ class TableSelection:
                 self.window.last_steps]
 
 
+# each reference's artifact copy: an ArtifactCopy, None where there is none to read (the run file is loaded alone,
+# with a warning), or why it could not be read (the table is fetched again next load)
 CopyReader = Callable[[list[TableRef]], list[Any]]
 
 
@@ -163,30 +165,29 @@ def _with_copies(parsed: list[tuple[TableRef, Any]], run: tuple[str, str, str],
                  read_copy: Optional[CopyReader]) -> Iterator[tuple[TableRef, Any]]:
     """Each (reference, (columns, rows) or the TableFileError), the rows completed from the artifact copy where
     the run file may lack media references or rows."""
-    wanted = [(ref, table) for ref, table in parsed if needs_copy(table[1], ref)]
-    missing = [ref for ref, _ in wanted if ref.copy_entry is None]
-    for ref in missing:
-        _warn_uncopied(run, ref, "its reference names no artifact copy")
-    readable = [(ref, table) for ref, table in wanted if ref.copy_entry is not None]
-    if readable and read_copy is None:
-        for ref, _ in readable:
-            _warn_uncopied(run, ref, "its artifact copy is not at hand")
-    copies = dict(zip((id(ref) for ref, _ in readable), read_copy([r for r, _ in readable]))) \
-        if readable and read_copy is not None else {}
+    wanted = [ref for ref, table in parsed if needs_copy(table[1], ref)]
+    for ref in wanted:
+        if ref.copy_entry is None:
+            _warn_uncopied(run, ref, "its reference names no artifact copy")
+    readable = [ref for ref in wanted if ref.copy_entry is not None]
+    found = read_copy(readable) if readable and read_copy is not None else [None] * len(readable)
+    copies = dict(zip(map(id, readable), found))
     for ref, (names, rows) in parsed:
-        copy = copies.get(id(ref))
-        if isinstance(copy, ArtifactCopy):
+        copy = copies.get(id(ref), False)  # False: not wanted
+        if copy is None:
+            _warn_uncopied(run, ref, "its artifact copy is not at hand")
+        elif isinstance(copy, ArtifactCopy):
             try:
                 rows = with_copy(names, rows, copy, ref)
             except TableFileError as e:
                 yield ref, e
                 continue
-        elif copy is not None:
+            if ref.type != INCREMENTAL_TABLE_FILE and (ref.logged_rows or 0) > len(rows):
+                logger.warning("run %s: %s was logged with %s rows; the SDK kept %d of them (wandb.Table."
+                               "MAX_ARTIFACT_ROWS)", "/".join(run), ref.describe(), ref.logged_rows, len(rows))
+        elif copy is not False:
             yield ref, TableFileError(f"{ref.describe()}: its artifact copy could not be read ({copy})")
             continue
-        if ref.type != INCREMENTAL_TABLE_FILE and (ref.logged_rows or 0) > len(rows):
-            logger.warning("run %s: %s was logged with %s rows; W&B kept %d of them", "/".join(run), ref.describe(),
-                           ref.logged_rows, len(rows))
         yield ref, (names, rows)
 
 

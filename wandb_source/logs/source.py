@@ -37,16 +37,16 @@ from dlt.common import logger
 
 from .. import settings
 from ..convert.columns import ColumnMap
-from ..convert.logged_tables import TableRef, table_refs
+from ..convert.logged_tables import ArtifactCopy, TableFileError, TableRef, manifest_digest, parse_copy, table_refs
 from ..convert.metrics import metric_tables
 from ..convert.run_objects import metadata_row
 from ..convert.selection import KeySelection, Selection, StepWindow
 from ..exceptions import ConfigurationError
 from ..load.jobs import named_tables, run_tables, table_item
-from ..load.logged_tables import TableColumns, TableSelection, table_rows
+from ..load.logged_tables import CopyReader, TableColumns, TableSelection, table_rows
 from ..state import COLUMNS, LAST_STEP, LOG_TABLES, LOGS_READ, OPEN_LOGS, RETRY
 from ..tables import MERGE, OWN_METRIC_COLUMNS, OWN_SYSTEM_METRIC_COLUMNS, with_storage_hints
-from .records import RunLogError
+from .records import RunLogError, read_records
 from .run_log import RunLog, combine, end_message, parse_log
 
 
@@ -221,7 +221,7 @@ def _logged_table_rows(selection: TableSelection) -> Callable[[RunLog, dict[str,
         last = last_steps.get(key, -1)
         refs = selection.pick(r for r in table_refs(log.history) if r.step > last)
         retry = [TableRef.from_state(r) for r in retries.pop(key, [])]
-        for item in table_rows([*retry, *refs], _run_tuple(log), columns, _read_files(log)):
+        for item in table_rows([*retry, *refs], _run_tuple(log), columns, _read_files(log), _read_staged_copies(log)):
             if item[0] != "failed":
                 yield table_item(*item)
             elif item[1]:
@@ -236,10 +236,15 @@ def _logged_table_rows(selection: TableSelection) -> Callable[[RunLog, dict[str,
     return rows
 
 
+def _run_folders(log: RunLog) -> list[Path]:
+    """The log's folder, then (a resumed run) the sibling folders of the same run, newest first."""
+    run_id = log.node.get("name")
+    return [log.path.parent, *sorted(log.path.parent.parent.glob(f"*-{run_id}"), reverse=True)]
+
+
 def _read_files(log: RunLog) -> Callable[[list[str]], dict[str, Any]]:
     """Run files by path, from the log's folder or, for a resumed run, a sibling folder of the same run."""
-    run_id = log.node.get("name")
-    folders = [log.path.parent, *sorted(log.path.parent.parent.glob(f"*-{run_id}"), reverse=True)]
+    folders = _run_folders(log)
 
     def read(paths: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -252,6 +257,47 @@ def _read_files(log: RunLog) -> Callable[[list[str]], dict[str, Any]]:
         return found
 
     return read
+
+
+def _read_staged_copies(log: RunLog) -> CopyReader:
+    """Logged tables' artifact copies where the SDK staged them on this machine: the run's artifact records (read
+    when a copy is first needed) name each file's staging path and md5. A copy whose file is gone (a synced run,
+    a folder copied from another machine) or changed is not at hand: None, the table loads from its run file."""
+    staged: dict[str, Any] = {}
+
+    def read(refs: list[TableRef]) -> list[Any]:
+        if not staged:
+            staged.update(_staged_artifacts(_run_folders(log)))
+        return [_staged_copy(staged.get(ref.copy_entry[0]) if ref.copy_entry else None, ref) for ref in refs]
+
+    return read
+
+
+def _staged_artifacts(folders: list[Path]) -> dict[str, Any]:
+    """{client id: artifact record} of the artifacts the run's logs record ("" marks that they were read)."""
+    found: dict[str, Any] = {"": None}
+    for folder in folders:
+        for path in folder.glob("run-*.wandb"):
+            try:
+                found.update((r.artifact.client_id, r.artifact) for r, _ in read_records(path)  # type: ignore[attr-defined]
+                             if r.WhichOneof("record_type") == "artifact")  # type: ignore[attr-defined]
+            except (RunLogError, OSError) as e:
+                logger.warning("run log %s: its artifact records could not be read (%s)", path, e)
+    return found
+
+
+def _staged_copy(record: Any, ref: TableRef) -> Optional[ArtifactCopy]:
+    entries = {e.path: e for e in record.manifest.contents} if record is not None else {}
+    entry = entries.get(ref.copy_entry[1]) if ref.copy_entry else None
+    if entry is None or not entry.local_path:
+        return None
+    try:
+        data = Path(entry.local_path).read_bytes()
+        if manifest_digest(data) == entry.digest:
+            return parse_copy(data, ref, None, {path: int(e.size) for path, e in entries.items()})
+    except (OSError, TableFileError):
+        pass
+    return None
 
 
 def _system_rows(selection: Selection) -> Callable[[RunLog, dict[str, Any]], Iterator[Any]]:
