@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from wandb_source.convert.logged_tables import (
     ArtifactCopy,
     TableFileError,
     TableRef,
+    copy_matches,
     destination_table,
     first_row_index,
     needs_copy,
@@ -71,6 +73,9 @@ for step in range(6):
         row["inc"] = inc
     if step in (2, 5):
         row["eval/per_class"] = wandb.Table(columns=["class", "acc"], data=per_class(run_index, step))
+    if run_index == 1 and step in (0, 3):  # the same table twice: W&B keeps one artifact version of it
+        row["static"] = wandb.Table(columns=["name", "img"], data=[[c, wandb.Image(np.zeros((2, 2, 3), dtype=np.uint8))
+                                                                    if c == "a" else None] for c in "ab"])
     if run_index == 0 and step == 1:
         row["big"] = wandb.Table(columns=["i", "x"], data=big(run_index, step))
     if step == 4:
@@ -100,7 +105,7 @@ def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]
     """{destination table: [(run_id, _step, _row, {column: value})]} of what run `run` logged at `steps` (without
     the artifact `copies`: a media cell as its type's name, the big table cut at the run file's 10,000 rows)."""
     out: dict[str, list[tuple]] = {"wandb_table__preds": [], "wandb_table__eval__per_class": [],
-                                   "wandb_table__inc": [], "wandb_table__big": []}
+                                   "wandb_table__inc": [], "wandb_table__big": [], "wandb_table__static": []}
     increments = 0
     for step in range(STEPS):
         if step % 2 == 1:
@@ -115,6 +120,9 @@ def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]
             cells = EXPECTED["big"](run, step)[:None if copies else 10_000]
             out["wandb_table__big"] += [(f"run-{run}", step, i, {"i": c[0], "x": None if i >= 10_000 and c[1] != c[1]
                                                                   else c[1]}) for i, c in enumerate(cells)]
+        if run == 1 and step in (0, 3):
+            out["wandb_table__static"] += [(f"run-{run}", step, 0, {"name": "a", "img": MEDIA if copies else "Image"}),
+                                           (f"run-{run}", step, 1, {"name": "b", "img": None})]
         if step in (2, 5):
             out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(["class", "acc"], cells)))
                                                     for i, cells in enumerate(EXPECTED["per_class"](run, step))]
@@ -134,7 +142,7 @@ def assert_tables_hold(pipeline, steps: range, store=None) -> int:
     columns = resources(pipeline.state)["logged_tables"]["columns"]
     checked = 0
     for table, key in (("wandb_table__preds", "preds"), ("wandb_table__eval__per_class", "eval/per_class"),
-                       ("wandb_table__inc", "inc"), ("wandb_table__big", "big")):
+                       ("wandb_table__inc", "inc"), ("wandb_table__big", "big"), ("wandb_table__static", "static")):
         got = {(r["run_id"], r["_step"], r["_row"]): r for r in rows(pipeline, table)}
         want = [w for run in range(2) for w in expected_rows(run, steps, store is not None)[table]]
         assert sorted(got) == sorted(w[:3] for w in want), table
@@ -142,7 +150,7 @@ def assert_tables_hold(pipeline, steps: range, store=None) -> int:
             row = got[(run_id, step, index)]
             for name, value in values.items():
                 if value is MEDIA:
-                    media_holds(store, row[columns[key][name]["json"]], run_id, step)
+                    media_holds(store, row[columns[key][name]["json"]], run_id, step, key)
                     checked += 1
                     continue
                 kind = value_kind(value)
@@ -155,21 +163,24 @@ def assert_tables_hold(pipeline, steps: range, store=None) -> int:
     return checked
 
 
-def media_holds(store, cell: str, run_id: str, step: int) -> None:
+def media_holds(store, cell: str, run_id: str, step: int, key: str) -> None:
     """The Image cell's reference names the image file of the artifact copy logged at that run's `step` (the
     artifact by its id; offline, where the copy has no id yet, the run's copy holding that step's table)."""
     media = json.loads(cell)
-    labels = [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)]
+    labels = [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)] if key == "preds" else ["a", "b"]
+    column = 1 if key == "preds" else 0
+
+    def holds_step(artifact) -> bool:
+        return [r[column] for r in json.loads(artifact.files[f"{key}.table.json"])["data"]] == labels
+
     if media["artifact_id"] is None:
-        artifact = next(a for a in store.artifacts.values() if a.node["name"] == f"run-{run_id}-preds"
-                        and [r[1] for r in json.loads(a.files["preds.table.json"])["data"]] == labels)
+        artifact = next(a for a in store.artifacts.values() if a.node["name"] == f"run-{run_id}-{key}" and holds_step(a))
     else:
         artifact = store.artifacts[media["artifact_id"]]
     image = artifact.files[media["path"]]
     assert image.startswith(b"\x89PNG") and hashlib.sha256(image).hexdigest() == media["sha256"]
     assert media["size"] == len(image) and (media["_type"], media["width"], media["height"]) == ("image-file", 2, 2)
-    assert artifact.node["name"] == f"run-{run_id}-preds"  # and the version logged at `step`:
-    assert [r[1] for r in json.loads(artifact.files["preds.table.json"])["data"]] == labels
+    assert artifact.node["name"] == f"run-{run_id}-{key}" and holds_step(artifact)  # the version logged at `step`
 
 
 def serve(emu, run_dirs, upto_step: int | None = None) -> list:
@@ -207,10 +218,12 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
     assert assert_tables_hold(pipeline, range(STEPS), emu.store) > 100
     assert loaded_counts(pipeline)["wandb_table__preds"] == 2 * 3 * (STEPS - 3)  # only the new steps' rows
     paths = [r.variables["path"] for r in emu.faults.requests("file") if ".table.json" in r.variables["path"]]
-    assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2) + 1  # preds, inc, eval/per_class, big: once each
-    # artifact copies read only where the run file lacks something (preds' Image, big's rows), each once
+    assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2) + 1 + 2  # preds, inc, eval/per_class, big, static
+    # artifact copies read only where the run file lacks something (preds' and static's Image, big's rows), once
     copies = [r.variables["clientID"] for r in emu.faults.requests("ClientIDMapping")]
-    assert len(copies) == len(set(copies)) == 2 * STEPS + 1
+    assert len(copies) == len(set(copies)) == 2 * STEPS + 1 + 2
+    static = {r["_step"]: json.loads(r["img___json"]) for r in rows(pipeline, "wandb_table__static") if r["_row"] == 0}
+    assert static[0] == static[3]  # one artifact version: the second client id resolved by W&B or by content
     joined = [m for m in caplog.messages if "'joined' at step 4" in m and "joined-table" in m]
     assert len(joined) == 2  # reported, run by run, never silently skipped
     assert "wandb_table__joined" not in pipeline.default_schema.tables
@@ -286,7 +299,7 @@ def test_offline_run_logs_give_the_same_tables(tmp_path, run_dirs, caplog):
         staged.with_name("synced").rename(staged)
     assert assert_tables_hold(alone, range(STEPS)) > 100
     uncopied = [m for m in caplog.messages if "artifact copy is not at hand" in m]
-    assert len(uncopied) == 2 * STEPS + 1  # every preds version (its Image) and the big table, named
+    assert len(uncopied) == 2 * STEPS + 1 + 2  # every preds and static version (its Image) and the big table
 
 
 @pytest.mark.one_profile
@@ -319,6 +332,11 @@ def test_table_file_checks_and_names():
     for columns, cut in ((["a", "c"], [[1, "Image"]]), (["a", "b"], [[1, "Image"]] * 3)):
         with pytest.raises(TableFileError, match="not the table of the run file"):
             with_copy(columns, cut, copy, unsigned)
+    nan_copy = ArtifactCopy(None, ["a", "b"], [[None, {"_type": "image-file", "path": "p"}], [True, 2]], {})
+    assert copy_matches(["a", "b"], [[math.nan, "Image"], [True, 2.0]], nan_copy)
+    for cells in ([[math.nan, "Image"], [1, 2.0]], [[0.0, "Image"], [True, 2.0]], [[math.nan, "Html "], [True, 2]],
+                  [[math.nan, "Image"]]):
+        assert not copy_matches(["a", "b"], cells, nan_copy), cells
     assert needs_copy([[1, "Image"]], unsigned) and not needs_copy([[1, "image"]], unsigned)
     assert needs_copy([[i] for i in range(10_000)], TableRef(1, "t", {"_type": "table-file", "nrows": 10_001}))
     assert not needs_copy([[i] for i in range(10_000)], TableRef(1, "t", {"_type": "table-file", "nrows": 10_000}))

@@ -596,7 +596,7 @@ def _logged_tables(client: WandbClient, page_size: int, max_workers: int, select
             refs = history_refs(client, job.run_key, cursor.history, set(job.table_keys), page_size,
                                 selection.window, job.history_line_count) if job.table_keys else []
             for item in table_rows([*cursor.retry, *selection.pick(refs)], job.run_key, columns,
-                                   read_online(client, job.run_key, max_workers), read_copies(client, max_workers)):
+                                   read_online(client, job.run_key, max_workers), read_copies(client, job.run_key, max_workers)):
                 if item[0] == "failed":
                     cursor.retry, job.problems = item[1], item[2]
                 else:

@@ -40,6 +40,7 @@ TABLE_TYPES = (*LOADED_TYPES, *NOT_LOADED_TYPES)
 ROW_INDEX = "_row"
 MAX_FILE_ROWS = 10_000  # wandb.Table.MAX_ROWS: the most rows the SDK writes to the run file
 CLIENT_ARTIFACT_SCHEME = "wandb-client-artifact"
+COPY_TYPES = ("run_table", "wandb-run-incremental-table")  # the artifact types the SDK logs a table's copy as
 # The names the SDK writes to a run file for a media cell (the class of a `wandb.data_types` value that can sit
 # in a table; tests/test_logged_tables.py checks the list against the installed SDK's classes).
 MEDIA_NAMES = frozenset({"Audio", "Bokeh", "BoundingBoxes2D", "Classes", "EvalTable", "Graph", "Html", "Image",
@@ -194,6 +195,32 @@ def with_copy(columns: list[str], rows: list[list[Any]], copy: ArtifactCopy, ref
             for cell, copied in zip(row, copied_row)] for row, copied_row in zip(rows, copy.rows)]
     out += [[_media(copy, cell) if _is_media(cell) else cell for cell in row] for row in copy.rows[len(rows):]]
     return out
+
+
+def copy_matches(columns: list[str], rows: list[list[Any]], copy: ArtifactCopy) -> bool:
+    """Whether `copy` is the artifact copy of the run file's table: the same columns, every row of the file (a
+    file of fewer than `MAX_FILE_ROWS` rows is not cut: as many rows), each cell equal, NaN as null, a media
+    name as a media reference."""
+    if copy.columns != columns or len(copy.rows) < len(rows) or \
+            (len(rows) < MAX_FILE_ROWS and len(copy.rows) != len(rows)):
+        return False
+    return all(_same_cell(cell, copied) for row, copied_row in zip(rows, copy.rows)
+               for cell, copied in zip(row, copied_row))
+
+
+def _same_cell(cell: Any, copied: Any) -> bool:
+    if isinstance(cell, float) and cell != cell:
+        return copied is None
+    if isinstance(cell, str) and cell in MEDIA_NAMES and _is_media(copied):
+        return True
+    return type(cell) is type(copied) and cell == copied or \
+        (isinstance(cell, (int, float)) and not isinstance(cell, bool) and
+         isinstance(copied, (int, float)) and not isinstance(copied, bool) and cell == copied)
+
+
+def media_cells(copy: ArtifactCopy) -> list[Any]:
+    """The copy's media cells, in order (two copies with the same values differ only in these)."""
+    return [cell for row in copy.rows for cell in row if _is_media(cell)]
 
 
 def _is_media(cell: Any) -> bool:

@@ -372,7 +372,10 @@ def _artifact_node(art: dict, project: Project) -> dict:
 
 def resolve_client_id_mapping(_root: Any, info: Any, clientID: str) -> dict | None:
     """`clientIDMapping`: the id of the artifact the SDK logged under `clientID` (None: unknown)."""
-    server_id = info.context.store.client_ids.get(clientID)
+    store: Store = info.context.store
+    server_id = store.client_ids.get(clientID)
+    if server_id is None and info.context.profile.client_ids_of_duplicates:
+        server_id = store.duplicate_client_ids.get(clientID)
     return {"serverID": server_id} if server_id else None
 
 

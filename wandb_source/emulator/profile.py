@@ -17,6 +17,7 @@ the emulator behaved before: every exactness test runs under both (`WANDB_EMULAT
 | `retry_after_date` | `Retry-After` as an HTTP date | wandb-core parses both forms |
 | `quota_units` | under a rate limit, `RateLimit-Remaining` counts an opaque quota on a 0-1000 scale, a history, events or file read costs 3x a light one, no `RateLimit-Limit` | W&B's docs (limited by database time; "0-1000 scale"); wandb-core's ratelimittracker.go estimates requests per unit |
 | `table_key_types` | off: `historyKeys` type counts say `map` for a logged table, not its `_type` (`table-file`) | W&B documents no type names; the SDK never reads them |
+| `client_ids_of_duplicates` | off: the client id of an artifact W&B deduplicated (the same content as a version already logged under its name, e.g. a table logged twice unchanged) has no `clientIDMapping` | W&B documents nothing on client ids; wandb-core resolves only those of artifacts it saved (core/pkg/artifacts/saver.go) |
 | `missing_fields` | an older server: sweeps without `displayName`, `description`, `runCountExpected` | the SDK's legacy sweep fragment |
 
 `SDK` is the pessimistic profile less `hidden_pages` and `missing_fields`: the SDK's own runs listing stops
@@ -46,6 +47,7 @@ class ServerProfile:
     retry_after_date: bool = True
     quota_units: bool = True
     table_key_types: bool = False
+    client_ids_of_duplicates: bool = False
     missing_fields: tuple[str, ...] = LEGACY_SWEEP_FIELDS  # "Type.field" absent from the schema
 
     def but(self, **changes: object) -> ServerProfile:
@@ -57,7 +59,7 @@ PESSIMISTIC = ServerProfile("pessimistic")
 CONVENIENT = ServerProfile("convenient", sample_history=False, events_cap=None, events_file=False,
                            updated_at_on_append=True, viewer_null_on_bad_key=False, hidden_pages=False,
                            max_page_size=None, retry_after_date=False, quota_units=False, missing_fields=(),
-                           table_key_types=True)
+                           table_key_types=True, client_ids_of_duplicates=True)
 SDK = PESSIMISTIC.but(name="sdk", hidden_pages=False, missing_fields=())
 PROFILES = {p.name: p for p in (PESSIMISTIC, CONVENIENT, SDK)}
 

@@ -4,7 +4,7 @@ among them) under their paths, and the artifacts it logged (a logged table's `ru
 their files, read from where the log's artifact records say the SDK staged them.
 
 An artifact whose content (digest) equals a version already logged under its name is that version, as W&B
-deduplicates; its client id then names that version."""
+deduplicates; whether its client id then names that version is the profile's `client_ids_of_duplicates`."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _add_artifact(store: Store, run: Run, record: Any) -> None:
     versions = [a for a in run.output_artifacts if a["name"] == record.name]
     same = next((a for a in versions if a["digest"] == record.digest), None)
     if same is not None:
-        store.client_ids[record.client_id] = same["id"]
+        store.duplicate_client_ids[record.client_id] = same["id"]
         return
     artifact_id = base64.b64encode(f"Artifact:{100000 + len(store.artifacts)}".encode()).decode()
     files, contents = {}, {}

@@ -263,6 +263,7 @@ class Store:
         # SDK's client ids of them ({client id: id}; `clientIDMapping`)
         self.artifacts: dict[str, StoredArtifact] = {}
         self.client_ids: dict[str, str] = {}
+        self.duplicate_client_ids: dict[str, str] = {}  # of artifacts deduplicated (profile.client_ids_of_duplicates)
 
     # -- time ---------------------------------------------------------------------------
     def now(self) -> dt.datetime:

@@ -23,6 +23,7 @@ from ..api.client import WandbClient
 from ..api.history import read_history
 from ..convert.columns import ColumnMap
 from ..convert.logged_tables import (
+    COPY_TYPES,
     INCREMENTAL_TABLE_FILE,
     LOADED_TYPES,
     MAX_FILE_ROWS,
@@ -30,7 +31,9 @@ from ..convert.logged_tables import (
     ArtifactCopy,
     TableFileError,
     TableRef,
+    copy_matches,
     destination_table,
+    media_cells,
     needs_copy,
     parse_copy,
     parse_table_file,
@@ -111,7 +114,7 @@ class TableSelection:
 
 # each reference's artifact copy: an ArtifactCopy, None where there is none to read (the run file is loaded alone,
 # with a warning), or why it could not be read (the table is fetched again next load)
-CopyReader = Callable[[list[TableRef]], list[Any]]
+CopyReader = Callable[[list[tuple[TableRef, list[str], list[list[Any]]]]], list[Any]]
 
 
 def table_rows(refs: list[TableRef], run: tuple[str, str, str], columns: TableColumns,
@@ -165,13 +168,13 @@ def _with_copies(parsed: list[tuple[TableRef, Any]], run: tuple[str, str, str],
                  read_copy: Optional[CopyReader]) -> Iterator[tuple[TableRef, Any]]:
     """Each (reference, (columns, rows) or the TableFileError), the rows completed from the artifact copy where
     the run file may lack media references or rows."""
-    wanted = [ref for ref, table in parsed if needs_copy(table[1], ref)]
-    for ref in wanted:
+    wanted = [(ref, *table) for ref, table in parsed if needs_copy(table[1], ref)]
+    for ref, *_ in wanted:
         if ref.copy_entry is None:
             _warn_uncopied(run, ref, "its reference names no artifact copy")
-    readable = [ref for ref in wanted if ref.copy_entry is not None]
+    readable = [item for item in wanted if item[0].copy_entry is not None]
     found = read_copy(readable) if readable and read_copy is not None else [None] * len(readable)
-    copies = dict(zip(map(id, readable), found))
+    copies = dict(zip((id(item[0]) for item in readable), found))
     for ref, (names, rows) in parsed:
         copy = copies.get(id(ref), False)  # False: not wanted
         if copy is None:
@@ -219,37 +222,79 @@ def read_online(client: WandbClient, run: tuple[str, str, str], max_workers: int
     return read
 
 
-def read_copies(client: WandbClient, max_workers: int) -> CopyReader:
+def read_copies(client: WandbClient, run: tuple[str, str, str], max_workers: int) -> CopyReader:
     """`read_copy` for `table_rows`: each reference's artifact copy as wandb-core's artifact downloader fetches
     an artifact (core/pkg/artifacts/downloader.go): the reference's client id resolved to the artifact's id
     (ClientIDMapping, as core/pkg/artifacts/saver.go resolves one), its manifest (ArtifactManifest, then the
-    manifest file), the entry's URL (ArtifactFileURLsByManifestEntries), the entry. The error, where one fails."""
+    manifest file), the entry's URL (ArtifactFileURLsByManifestEntries), the entry. A client id W&B does not
+    resolve (an artifact it deduplicated: the table logged before unchanged) is matched by content among the
+    run's logged artifacts (`RunCopies`). The error, where one fails."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def fetch(ref: TableRef) -> Any:
+    by_content = RunCopies(client, run)
+
+    def fetch(item: tuple[TableRef, list[str], list[list[Any]]]) -> Any:
+        ref, columns, rows = item
         client_id, entry = ref.copy_entry or ("", "")
         try:
             artifact_id = client.artifact_server_id(client_id)
             if artifact_id is None:
-                return f"W&B knows no artifact for the client id in {ref.ref.get('artifact_path')}"
-            manifest = client.artifact_manifest(artifact_id)
-            contents = manifest.get("contents") or {}
-            if entry not in contents:
-                return f"artifact {artifact_id} has no file {entry!r}"
-            url = client.artifact_file_url(artifact_id, manifest, entry)
-            if url is None:
-                return f"W&B gave no URL for {entry!r} of artifact {artifact_id}"
-            sizes = {path: int(e["size"]) for path, e in contents.items()
-                     if isinstance(e, dict) and isinstance(e.get("size"), int)}
-            return parse_copy(client.download(url), ref, artifact_id, sizes)
+                return by_content.find(ref, columns, rows)
+            return _copy_of(client, artifact_id, client.artifact_manifest(artifact_id), entry, ref)
         except (ServerError, NotFoundError, TableFileError) as e:
             return str(e)
 
-    def read(refs: list[TableRef]) -> list[Any]:
-        with ThreadPoolExecutor(min(max_workers, len(refs)), thread_name_prefix="wandb-table-copy") as pool:
-            return list(pool.map(fetch, refs))
+    def read(items: list[tuple[TableRef, list[str], list[list[Any]]]]) -> list[Any]:
+        with ThreadPoolExecutor(min(max_workers, len(items)), thread_name_prefix="wandb-table-copy") as pool:
+            return list(pool.map(fetch, items))
 
     return read
+
+
+def _copy_of(client: WandbClient, artifact_id: str, manifest: dict[str, Any], entry: str, ref: TableRef) -> Any:
+    contents = manifest["contents"]
+    if entry not in contents:
+        return f"artifact {artifact_id} has no file {entry!r}"
+    url = client.artifact_file_url(artifact_id, manifest, entry)
+    if url is None:
+        return f"W&B gave no URL for {entry!r} of artifact {artifact_id}"
+    sizes = {path: int(e["size"]) for path, e in contents.items() if isinstance(e, dict) and isinstance(e.get("size"), int)}
+    return parse_copy(client.download(url), ref, artifact_id, sizes)
+
+
+class RunCopies:
+    """The table copies among a run's logged artifacts (`Run.logged_artifacts()`, the SDK's RunOutputArtifacts),
+    read once per load and only when a client id is not resolved: the copy for a table is one whose content is
+    the run file's (`copy_matches`). Several with the same values but different media: not at hand (None)."""
+
+    def __init__(self, client: WandbClient, run: tuple[str, str, str]) -> None:
+        self._client, self._run = client, run
+        self._manifests: Optional[list[tuple[str, dict[str, Any]]]] = None
+        self._copies: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def find(self, ref: TableRef, columns: list[str], rows: list[list[Any]]) -> Any:
+        entry = (ref.copy_entry or ("", ""))[1]
+        with self._lock:
+            found = [copy for artifact_id, manifest in self._logged() if entry in manifest["contents"]
+                     for copy in [self._copy(artifact_id, manifest, entry, ref)]
+                     if isinstance(copy, ArtifactCopy) and copy_matches(columns, rows, copy)]
+        if not found:
+            return f"W&B resolves no artifact for {ref.ref.get('artifact_path')} and none of the run's holds this table"
+        return found[0] if all(media_cells(c) == media_cells(found[0]) for c in found) else None
+
+    def _logged(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._manifests is None:
+            entity, project, name = self._run
+            logged = self._client.run_artifacts(entity, project, [name]).get(name, {}).get("output", [])
+            self._manifests = [(a["id"], self._client.artifact_manifest(a["id"])) for a in logged
+                               if (a.get("artifactType") or {}).get("name") in COPY_TYPES]
+        return self._manifests
+
+    def _copy(self, artifact_id: str, manifest: dict[str, Any], entry: str, ref: TableRef) -> Any:
+        if (artifact_id, entry) not in self._copies:
+            self._copies[artifact_id, entry] = _copy_of(self._client, artifact_id, manifest, entry, ref)
+        return self._copies[artifact_id, entry]
 
 
 def history_refs(client: WandbClient, run: tuple[str, str, str], cursor: HistoryCursor, keys: set[str],

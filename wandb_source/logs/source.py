@@ -265,10 +265,10 @@ def _read_staged_copies(log: RunLog) -> CopyReader:
     a folder copied from another machine) or changed is not at hand: None, the table loads from its run file."""
     staged: dict[str, Any] = {}
 
-    def read(refs: list[TableRef]) -> list[Any]:
+    def read(items: list[tuple[TableRef, list[str], list[list[Any]]]]) -> list[Any]:
         if not staged:
             staged.update(_staged_artifacts(_run_folders(log)))
-        return [_staged_copy(staged.get(ref.copy_entry[0]) if ref.copy_entry else None, ref) for ref in refs]
+        return [_staged_copy(staged.get(ref.copy_entry[0]) if ref.copy_entry else None, ref) for ref, *_ in items]
 
     return read
 
