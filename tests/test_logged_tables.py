@@ -62,14 +62,14 @@ LOGGING = DATA + """
 import sys, numpy as np, wandb
 run_index = int(sys.argv[1])
 run = wandb.init(project="tables", entity="lab", id=f"run-{run_index}")
-inc = wandb.Table(columns=["step", "note"], log_mode="INCREMENTAL")
+inc = wandb.Table(columns=["step", "note", "img"], log_mode="INCREMENTAL")
 for step in range(6):
     data = [[wandb.Image(np.zeros((2, 2, 3), dtype=np.uint8)) if c == "media" else c for c in row]
             for row in preds(run_index, step)]
     row = {"loss": 1.0 / (step + 1), "preds": wandb.Table(columns=PREDS_COLUMNS, data=data)}
     if step % 2 == 1:
         for cells in increment(run_index, step):
-            inc.add_data(*cells)
+            inc.add_data(*cells, wandb.Image(np.full((2, 2, 3), step, dtype=np.uint8)))
         row["inc"] = inc
     if step in (2, 5):
         row["eval/per_class"] = wandb.Table(columns=["class", "acc"], data=per_class(run_index, step))
@@ -127,7 +127,8 @@ def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]
             out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(["class", "acc"], cells)))
                                                     for i, cells in enumerate(EXPECTED["per_class"](run, step))]
         if step % 2 == 1:
-            out["wandb_table__inc"] += [(f"run-{run}", step, increments - 1, dict(zip(["step", "note"], cells)))
+            out["wandb_table__inc"] += [(f"run-{run}", step, increments - 1, {**dict(zip(["step", "note"], cells)),
+                                                                             "img": MEDIA if copies else "Image"})
                                         for cells in EXPECTED["increment"](run, step)]
     return out
 
@@ -167,20 +168,21 @@ def media_holds(store, cell: str, run_id: str, step: int, key: str) -> None:
     """The Image cell's reference names the image file of the artifact copy logged at that run's `step` (the
     artifact by its id; offline, where the copy has no id yet, the run's copy holding that step's table)."""
     media = json.loads(cell)
-    labels = [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)] if key == "preds" else ["a", "b"]
-    column = 1 if key == "preds" else 0
+    name, column, labels = {"preds": ("preds", 1, [r[1] for r in EXPECTED["preds"](int(run_id[-1]), step)]),
+                            "static": ("static", 0, ["a", "b"]), "inc": ("incr-inc", 0, [step])}[key]
 
     def holds_step(artifact) -> bool:
-        return [r[column] for r in json.loads(artifact.files[f"{key}.table.json"])["data"]] == labels
+        copy = next(data for path, data in artifact.files.items() if path.endswith(f"{key}.table.json"))
+        return [r[column] for r in json.loads(copy)["data"]] == labels
 
     if media["artifact_id"] is None:
-        artifact = next(a for a in store.artifacts.values() if a.node["name"] == f"run-{run_id}-{key}" and holds_step(a))
+        artifact = next(a for a in store.artifacts.values() if a.node["name"] == f"run-{run_id}-{name}" and holds_step(a))
     else:
         artifact = store.artifacts[media["artifact_id"]]
     image = artifact.files[media["path"]]
     assert image.startswith(b"\x89PNG") and hashlib.sha256(image).hexdigest() == media["sha256"]
     assert media["size"] == len(image) and (media["_type"], media["width"], media["height"]) == ("image-file", 2, 2)
-    assert artifact.node["name"] == f"run-{run_id}-{key}" and holds_step(artifact)  # the version logged at `step`
+    assert artifact.node["name"] == f"run-{run_id}-{name}" and holds_step(artifact)  # the version logged at `step`
 
 
 def serve(emu, run_dirs, upto_step: int | None = None) -> list:
@@ -221,7 +223,7 @@ def test_every_cell_of_every_logged_table_full_then_incremental(pipeline, run_di
     assert len(paths) == len(set(paths)) == 2 * (STEPS + 3 + 2) + 1 + 2  # preds, inc, eval/per_class, big, static
     # artifact copies read only where the run file lacks something (preds' and static's Image, big's rows), once
     copies = [r.variables["clientID"] for r in emu.faults.requests("ClientIDMapping")]
-    assert len(copies) == len(set(copies)) == 2 * STEPS + 1 + 2
+    assert len(copies) == len(set(copies)) == 2 * STEPS + 1 + 2 + 2 * 3  # preds, big, static, inc
     static = {r["_step"]: json.loads(r["img___json"]) for r in rows(pipeline, "wandb_table__static") if r["_row"] == 0}
     assert static[0] == static[3]  # one artifact version: the second client id resolved by W&B or by content
     joined = [m for m in caplog.messages if "'joined' at step 4" in m and "joined-table" in m]
@@ -299,7 +301,7 @@ def test_offline_run_logs_give_the_same_tables(tmp_path, run_dirs, caplog):
         staged.with_name("synced").rename(staged)
     assert assert_tables_hold(alone, range(STEPS)) > 100
     uncopied = [m for m in caplog.messages if "artifact copy is not at hand" in m]
-    assert len(uncopied) == 2 * STEPS + 1 + 2  # every preds and static version (its Image) and the big table
+    assert len(uncopied) == 2 * STEPS + 1 + 2 + 2 * 3  # each version with an Image (preds, static, inc), big
 
 
 @pytest.mark.one_profile
