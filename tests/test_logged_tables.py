@@ -361,3 +361,30 @@ def test_media_names_are_the_installed_sdks_media_classes():
     classes = {name for name, value in vars(data_types).items()
                if inspect.isclass(value) and issubclass(value, Media) and value not in (Media, BatchableMedia)}
     assert "Image" in classes and classes <= MEDIA_NAMES, classes - MEDIA_NAMES
+
+
+@pytest.mark.one_profile
+def test_the_copy_documents_are_wandb_cores_own():
+    """The three documents an artifact copy is read with are the ones the installed wandb-core sends (its
+    GraphQL documents are string constants in the binary the SDK ships), up to whitespace."""
+    import re
+    from pathlib import Path
+
+    import wandb
+
+    from wandb_source.api import queries
+
+    binary = (Path(wandb.__file__).parent / "bin" / "wandb-core").read_bytes()
+
+    def document(name: str) -> str:
+        start = binary.index(f"query {name} (".encode())
+        depth, end = 0, start
+        for end in range(binary.index(b"{", start), len(binary)):
+            depth += {ord("{"): 1, ord("}"): -1}.get(binary[end], 0)
+            if depth == 0:
+                break
+        return re.sub(r"\s+", "", binary[start:end + 1].decode())
+
+    for ours in (queries.CLIENT_ID_MAPPING, queries.ARTIFACT_MANIFEST, queries.ARTIFACT_FILE_URLS):
+        name = ours.split()[1].split("(")[0]
+        assert re.sub(r"\s+", "", ours) == document(name), name
