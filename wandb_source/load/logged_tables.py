@@ -4,8 +4,10 @@ Online, per run whose change signals moved (`table_batches`, on a worker thread)
 (from the run's summary and `historyKeys`, 50 runs per request), the history rows after the run's cursor read
 for those keys only (the history reader of `api/history.py`: parquet exports and live pages, never sampled),
 then each referenced table file downloaded once per load (`Run.files(names=[...])`, 50 names per request) and
-checked against the reference's sha256. A file that is missing or malformed costs only that table: it is
-named in the resource state `failed` and fetched again on the next load (the run's cursor keeps it).
+checked against the reference's sha256. Where the run file may lack something (a media cell's reference, rows
+past its 10,000), the table's artifact copy is read as wandb-core reads an artifact (`read_copies`). A file or
+copy that is missing or malformed costs only that table: it is named in the resource state `failed` and fetched
+again on the next load (the run's cursor keeps it).
 """
 
 from __future__ import annotations
