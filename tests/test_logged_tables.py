@@ -388,3 +388,23 @@ def test_the_copy_documents_are_wandb_cores_own():
     for ours in (queries.CLIENT_ID_MAPPING, queries.ARTIFACT_MANIFEST, queries.ARTIFACT_FILE_URLS):
         name = ours.split()[1].split("(")[0]
         assert re.sub(r"\s+", "", ours) == document(name), name
+
+
+def test_a_rewound_run_keeps_only_the_tables_it_still_logged(pipeline, run_dirs, make_emulator):
+    """`resume_from` a step: the steps after it are gone from the run, and so from every `wandb_table__*` (a
+    step logged again with a shorter table keeps only its new rows)."""
+    emu = make_emulator(DatasetSpec(runs=0))
+    runs = serve(emu, run_dirs)
+    _load(pipeline, emu)
+    assert {r["_step"] for r in rows(pipeline, "wandb_table__inc") if r["run_id"] == "run-0"} == {1, 3, 5}
+    per_class = next(r for r in runs[0].history.rows() if r["_step"] == 2)["eval/per_class"]
+    emu.store.rewind(ENTITY, PROJECT, "run-0", 2)  # steps 3-5 gone, then step 3 logged again:
+    emu.store.append_steps(ENTITY, PROJECT, "run-0", [{"_step": 3, "preds": per_class}])  # a 2-row "preds"
+    _load(pipeline, emu)
+    held = {(r["_step"], r["_row"]) for r in rows(pipeline, "wandb_table__preds") if r["run_id"] == "run-0"}
+    assert held == {(s, i) for s in range(3) for i in range(3)} | {(3, 0), (3, 1)}
+    assert {r["_step"] for r in rows(pipeline, "wandb_table__inc") if r["run_id"] == "run-0"} == {1}
+    assert {r["_step"] for r in rows(pipeline, "wandb_table__eval__per_class") if r["run_id"] == "run-0"} == {2}
+    assert len([r for r in rows(pipeline, "wandb_table__big") if r["run_id"] == "run-0"]) == 10_004
+    assert {r["_step"] for r in rows(pipeline, "wandb_table__preds") if r["run_id"] == "run-1"} == set(range(STEPS))
+    assert resources(pipeline.state)["logged_tables"]["failed"] == {}

@@ -61,6 +61,7 @@ from .load.jobs import (
     table_item,
 )
 from .load.logged_tables import (
+    LoadedRows,
     TableColumns,
     TablesCursor,
     TableSelection,
@@ -591,16 +592,22 @@ def _logged_tables(client: WandbClient, page_size: int, max_workers: int, select
         jobs = _jobs(listing, cursors)
         _find_table_keys(client, jobs, selection)
 
+        pipeline = active_pipeline()  # read on this thread: workers have no pipeline context
+
         def work(job: RunJob) -> Iterator[Any]:
             cursor = job.cursor = TablesCursor.from_state(job.previous.cursor if job.previous else None)
             refs = history_refs(client, job.run_key, cursor.history, set(job.table_keys), page_size,
                                 selection.window, job.history_line_count) if job.table_keys else []
+            loaded = LoadedRows()
             for item in table_rows([*cursor.retry, *selection.pick(refs)], job.run_key, columns,
                                    read_online(client, job.run_key, max_workers), read_copies(client, job.run_key, max_workers)):
                 if item[0] == "failed":
                     cursor.retry, job.problems = item[1], item[2]
                 else:
+                    loaded.add(*item)
                     yield item
+            if cursor.history.rewound:  # rows of steps (and rows) the rewound run no longer has: deleted
+                yield from loaded.vanished(pipeline, job.run_key, refs, cursor.retry, columns, selection.window)
 
         yield from _run_jobs(jobs, work, max_workers, state, cursors, "logged_tables")
         yield from _cursor_items(cursors)

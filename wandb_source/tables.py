@@ -104,7 +104,8 @@ SENT_BY: dict[str, tuple[str, ...]] = {
 # `logged_tables` sends one table per W&B key that logged a wandb.Table: `wandb_table__<key>`, each with these
 LOGGED_TABLE_PREFIX = "wandb_table__"
 LOGGED_TABLE_HINTS: dict[str, Any] = {"primary_key": (*HISTORY_KEY, "_row"),
-                                      "columns": {**_RUN_KEY_COLUMNS, **_STEP, **_typed("bigint", "_row")}}
+                                      "columns": {**_RUN_KEY_COLUMNS, **_STEP, **_typed("bigint", "_row"),
+                                                  **HARD_DELETE}}
 
 
 def hints_of(table: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..convert.logged_tables import (
     LOADED_TYPES,
     MAX_FILE_ROWS,
     OWN_COLUMNS,
+    ROW_INDEX,
     ArtifactCopy,
     TableFileError,
     TableRef,
@@ -44,8 +45,10 @@ from ..convert.logged_tables import (
     with_copy,
 )
 from ..convert.selection import KeySelection, Selection, StepWindow
+from ..convert.values import KEY_FIELDS
 from ..exceptions import NotFoundError, ServerError
 from ..state import HistoryCursor
+from .destination import run_rows
 
 
 @dataclass
@@ -84,6 +87,10 @@ class TableColumns:
 
     def table(self, key: str) -> str:
         return destination_table(key, self._naming)
+
+    def tables(self) -> list[str]:
+        """The destination tables of the keys loaded so far (in any load)."""
+        return [self.table(key) for key in list(self._state)]
 
     def added_rows(self) -> list[dict[str, Any]]:
         """`metric_columns` rows of the columns named since the last call (table_name: the destination table)."""
@@ -297,6 +304,40 @@ class RunCopies:
         if (artifact_id, entry) not in self._copies:
             self._copies[artifact_id, entry] = _copy_of(self._client, artifact_id, manifest, entry, ref)
         return self._copies[artifact_id, entry]
+
+
+class LoadedRows:
+    """The (_step, _row) of each destination table's rows loaded for one run this load; after a rewind, what the
+    destination holds beyond them is deleted (`vanished`)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, set[tuple[int, int]]] = {}
+
+    def add(self, table: str, rows: pa.Table) -> None:
+        self.rows.setdefault(table, set()).update(zip(rows["_step"].to_pylist(), rows[ROW_INDEX].to_pylist()))
+
+    def vanished(self, pipeline: Any, run: tuple[str, str, str], refs: list[TableRef], retry: list[TableRef],
+                 columns: TableColumns, window: StepWindow) -> Iterator[Any]:
+        """Tombstones (`_deleted`) for the rows of a rewound run the destination holds at a step that no longer
+        logged the table, or at a step loaded again without them (the new table is shorter). Rows outside the
+        step window, and of tables to be fetched again, stay."""
+        logged: dict[str, set[int]] = {}
+        for ref in refs:
+            logged.setdefault(columns.table(ref.key), set()).add(ref.step)
+        pending = {(columns.table(r.key), r.step) for r in retry}
+        for table in sorted({*logged, *columns.tables()}):
+            steps, loaded = logged.get(table, set()), self.rows.get(table, set())
+            reloaded = {step for step, _ in loaded}
+            gone = sorted((r["_step"], r[ROW_INDEX]) for r in run_rows(pipeline, table, run, f"_step, {ROW_INDEX}")
+                          if window.contains(r["_step"]) and (table, r["_step"]) not in pending
+                          and (r["_step"] not in steps or (r["_step"] in reloaded and
+                                                          (r["_step"], r[ROW_INDEX]) not in loaded)))
+            if gone:
+                n = len(gone)
+                yield table, pa.table({**{name: pa.array([part] * n, typ) for (name, typ), part in zip(KEY_FIELDS, run)},
+                                       "_step": pa.array([s for s, _ in gone], pa.int64()),
+                                       ROW_INDEX: pa.array([r for _, r in gone], pa.int64()),
+                                       "_deleted": pa.array([True] * n, pa.bool_())})
 
 
 def history_refs(client: WandbClient, run: tuple[str, str, str], cursor: HistoryCursor, keys: set[str],
