@@ -49,8 +49,10 @@ def preds(run, step):
 
 PREDS_COLUMNS = ["id", "label", "score", "big", "ok", "img", "meta"]
 
+PER_CLASS_COLUMNS = ["class", "acc", "_deleted"]  # a column named as our hard-delete flag is data, never a delete
+
 def per_class(run, step):
-    return [[c, run + step / 10] for c in ("cat", "dog")]
+    return [[c, run + step / 10, True] for c in ("cat", "dog")]
 
 def increment(run, step):
     return [[step, f"added at {step}"]]
@@ -72,7 +74,7 @@ for step in range(6):
             inc.add_data(*cells, wandb.Image(np.full((2, 2, 3), step, dtype=np.uint8)))
         row["inc"] = inc
     if step in (2, 5):
-        row["eval/per_class"] = wandb.Table(columns=["class", "acc"], data=per_class(run_index, step))
+        row["eval/per_class"] = wandb.Table(columns=PER_CLASS_COLUMNS, data=per_class(run_index, step))
     if run_index == 1 and step in (0, 3):  # the same table twice: W&B keeps one artifact version of it
         row["static"] = wandb.Table(columns=["name", "img"], data=[[c, wandb.Image(np.zeros((2, 2, 3), dtype=np.uint8))
                                                                     if c == "a" else None] for c in "ab"])
@@ -124,7 +126,7 @@ def expected_rows(run: int, steps: range, copies: bool) -> dict[str, list[tuple]
             out["wandb_table__static"] += [(f"run-{run}", step, 0, {"name": "a", "img": MEDIA if copies else "Image"}),
                                            (f"run-{run}", step, 1, {"name": "b", "img": None})]
         if step in (2, 5):
-            out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(["class", "acc"], cells)))
+            out["wandb_table__eval__per_class"] += [(f"run-{run}", step, i, dict(zip(EXPECTED["PER_CLASS_COLUMNS"], cells)))
                                                     for i, cells in enumerate(EXPECTED["per_class"](run, step))]
         if step % 2 == 1:
             out["wandb_table__inc"] += [(f"run-{run}", step, increments - 1, {**dict(zip(["step", "note"], cells)),

@@ -46,7 +46,7 @@ COPY_TYPES = ("run_table", "wandb-run-incremental-table")  # the artifact types 
 MEDIA_NAMES = frozenset({"Audio", "Bokeh", "BoundingBoxes2D", "Classes", "EvalTable", "Graph", "Html", "Image",
                          "ImageMask", "JoinedTable", "Molecule", "Object3D", "PartitionedTable", "Plotly", "Table",
                          "Video", "WBTraceTree"})
-OWN_COLUMNS = ("entity", "project", "run_id", "_step", ROW_INDEX)
+OWN_COLUMNS = ("entity", "project", "run_id", "_step", ROW_INDEX, "_deleted")  # "_deleted": tombstones (rewinds)
 
 
 class TableFileError(ValueError):
