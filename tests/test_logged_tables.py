@@ -410,3 +410,19 @@ def test_a_rewound_run_keeps_only_the_tables_it_still_logged(pipeline, run_dirs,
     assert len([r for r in rows(pipeline, "wandb_table__big") if r["run_id"] == "run-0"]) == 10_004
     assert {r["_step"] for r in rows(pipeline, "wandb_table__preds") if r["run_id"] == "run-1"} == set(range(STEPS))
     assert resources(pipeline.state)["logged_tables"]["failed"] == {}
+
+
+def test_generated_tables_with_images_load_their_references(tmp_path, make_emulator):
+    """The demo's tables (`DatasetSpec(table_images=True)`): each image cell is the reference its copy holds."""
+    emu = make_emulator(DatasetSpec(runs=3, steps=120, tables=True, table_images=True, awkward=False))
+    pipeline = make_pipeline("duckdb", tmp_path)
+    pipeline.run(wandb_source(entity="emulator", base_url=emu.url, api_key=emu.api_key).with_resources("logged_tables"))
+    columns = resources(pipeline.state)["logged_tables"]["columns"]["eval/predictions"]
+    loaded = rows(pipeline, "wandb_table__eval__predictions")
+    runs = emu.store.entities["emulator"]["demo"].runs.values()
+    assert len(loaded) == 8 * sum(1 for run in runs for step in run.history.steps if step % 50 == 0) > 0
+    for row in loaded:
+        media = json.loads(row[columns["image"]["json"]])
+        image = emu.store.artifacts[media["artifact_id"]].files[media["path"]]
+        assert hashlib.sha256(image).hexdigest() == media["sha256"] and media["size"] == len(image)
+        assert emu.store.artifacts[media["artifact_id"]].node["name"] == f"run-{row['run_id']}-evalpredictions"

@@ -5,8 +5,10 @@
 
 Each run logs an `eval/predictions` table (8 rows) every 50 steps (`DatasetSpec(tables=True)`). Scenarios, each
 into a fresh DuckDB file, side by side in one process: every resource but `logged_tables`; every resource;
-`logged_tables` alone; `logged_tables` alone with `last_steps=1` (the last version of each table); and a second
-load of every resource with nothing new. Prints wall seconds (median of --repeat), requests and table rows.
+`logged_tables` alone; `logged_tables` alone with `last_steps=1` (the last version of each table); `logged_tables`
+alone where each table also has an image column (`table_images`: every version's artifact copy is read for the
+images' references); and a second load of every resource with nothing new. Prints wall seconds (median of
+--repeat), requests and table rows.
 Not a test: compare the ratios of one run.
 """
 
@@ -61,11 +63,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     emu = Emulator(DatasetSpec(runs=args.runs, steps=args.steps, tables=True), latency=args.latency).start()
+    with_images = Emulator(DatasetSpec(runs=args.runs, steps=args.steps, tables=True, table_images=True),
+                           latency=args.latency).start()
     scenarios = {
         "every resource but logged_tables": dict(resources=tuple(r for r in ALL if r != "logged_tables")),
         "every resource": dict(resources=ALL),
         "logged_tables alone": dict(resources=("logged_tables",)),
         "logged_tables alone, last_steps=1": dict(resources=("logged_tables",), last_steps=1),
+        "logged_tables alone, an image column": dict(resources=("logged_tables",), emu=with_images),
         "every resource, second load (nothing new)": dict(resources=ALL, again=True),
     }
     results: dict[str, list[tuple]] = {name: [] for name in scenarios}
@@ -74,8 +79,10 @@ def main() -> None:
             for name, options in scenarios.items():
                 work = Path(tmp) / f"{i}-{len(results[name])}-{abs(hash(name))}"
                 work.mkdir()
-                results[name].append(one_load(emu, work, **options))
+                chosen = dict(options)
+                results[name].append(one_load(chosen.pop("emu", emu), work, **chosen))
     emu.stop()
+    with_images.stop()
     base = statistics.median(r[0] for r in results["every resource but logged_tables"])
     print(f"{args.runs} runs x {args.steps} steps, a table every 50 steps, {args.latency * 1000:.0f} ms per request, "
           f"median of {args.repeat}")

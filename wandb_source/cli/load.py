@@ -147,7 +147,7 @@ def start_demo_server() -> Any:
 
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     # the profile the official SDK copes with: sampled windows, capped events, frozen updatedAt (profile.py)
-    emulator = Emulator(DatasetSpec(tables=True), profile=SDK).start()
+    emulator = Emulator(DatasetSpec(tables=True, table_images=True), profile=SDK).start()
     print(f"W&B emulator with sample data at {emulator.url}")
     return emulator
 

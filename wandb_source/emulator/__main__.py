@@ -13,7 +13,7 @@ from .profile import PROFILES, default_profile
 from .server import DEFAULT_API_KEY, Emulator
 
 SIZES = {
-    "demo": dict(runs=12, steps=200, metrics=8, tables=True),
+    "demo": dict(runs=12, steps=200, metrics=8, tables=True, table_images=True),
     "S": dict(runs=50, steps=1000, metrics=20, awkward=False, vary_steps=False),
     "M": dict(runs=200, steps=2000, metrics=50, awkward=False, vary_steps=False),
     "L": dict(runs=800, steps=2000, metrics=50, awkward=False, vary_steps=False),

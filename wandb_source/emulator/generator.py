@@ -48,6 +48,7 @@ class DatasetSpec:
     system_metrics: bool = True
     hostile: bool = False  # a project `hostile` whose keys and values attack loaders (see hostile.py)
     tables: bool = False  # logged wandb.Tables: `eval/predictions` every 50 steps (see logged_tables.py)
+    table_images: bool = False  # ... with an image column (the run file says "Image"; artifact copies served)
 
 
 def generate(store: Store, spec: DatasetSpec) -> None:
@@ -124,7 +125,7 @@ def _make_run(spec: DatasetSpec, project: str, index: int, sweep: Sweep | None, 
     if spec.tables and not wide:
         from .logged_tables import add_predictions
 
-        add_predictions(run)
+        add_predictions(run, images=spec.table_images)
     if state not in ("running", "pending") and n:
         exported = int(n * spec.parquet_fraction)
         run.export_bounds = [b for b in sorted({exported // 2, exported}) if b > 0]

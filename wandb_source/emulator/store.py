@@ -156,6 +156,7 @@ class Run:
     export_generation: int = 0
     output_artifacts: list = field(default_factory=list)
     input_artifacts: list = field(default_factory=list)
+    copies: list = field(default_factory=list)  # (client id, StoredArtifact) logged tables' copies: add_run serves them
     version: int = 0  # bumped on every change; caches key on it
     _keys_cache: tuple = (-1, None)
 
@@ -309,6 +310,10 @@ class Store:
             if run.name in project.runs:
                 raise ValueError(f"run {run.name} already exists in {run.entity}/{run.project}")
             project.runs[run.name] = run
+            for client_id, artifact in run.copies:
+                self.artifacts[artifact.id] = artifact
+                self.client_ids[client_id] = artifact.id
+                run.output_artifacts.append(artifact.node)
             return run
 
     # -- mutations (each advances updated_at) ----------------------------------------------
