@@ -18,7 +18,7 @@ from typing import Any
 from dlt.common import logger
 
 from .. import settings
-from ..exceptions import AuthenticationError, NotFoundError, ServerError
+from ..exceptions import AuthenticationError, ConfigurationError, NotFoundError, ServerError, WandbSourceError
 from . import queries
 from .transport import Transport
 
@@ -33,6 +33,7 @@ class WandbClient(Transport):
         self._server_fields: dict[str, frozenset[str] | None] | None = None
         self._viewer: dict[str, Any] | None = None
         self._warned: set[str] = set()
+        self._refused: set[str] = set()  # aliased lookups this server refused (`_each`)
         self._lock = threading.Lock()
 
     # -- the server ----------------------------------------------------------------------------
@@ -195,20 +196,28 @@ class WandbClient(Transport):
                 out[run["name"]] = (run.get("summaryMetrics"), run.get("historyKeys"))  # JSON text, or JSON
         return out
 
-    def artifact_server_id(self, client_id: str) -> str | None:
-        """The id of the artifact the SDK logged under `client_id` (None: W&B knows none)."""
-        found = self.query(queries.CLIENT_ID_MAPPING, {"clientID": client_id}).get("clientIDMapping")
-        server_id = found.get("serverID") if isinstance(found, dict) else None
-        return server_id if isinstance(server_id, str) and server_id else None
+    def artifact_server_ids(self, client_ids: list[str]) -> list[Any]:
+        """The id of the artifact the SDK logged under each client id: the id, None (W&B knows none) or the
+        error (a WandbSourceError)."""
+        found = self._each(queries.CLIENT_ID_MAPPING, queries.CLIENT_ID_MAPPING_FIELD, "ClientIDMappings",
+                           [{"clientID": c} for c in client_ids])
+        return [f if isinstance(f, Exception) else _text((f or {}).get("serverID")) for f in found]
 
-    def artifact_manifest(self, artifact_id: str) -> dict[str, Any]:
-        """The artifact's manifest (`{"version", "storagePolicyConfig", "contents": {path: {"digest", "size",
-        ...}}}`), downloaded from the URL W&B gives for it."""
-        artifact = self.query(queries.ARTIFACT_MANIFEST, {"artifact_id": artifact_id}).get("artifact")
-        manifest = artifact.get("currentManifest") if isinstance(artifact, dict) else None
-        url = ((manifest or {}).get("file") or {}).get("directUrl")
-        if not isinstance(url, str) or not url:
-            raise NotFoundError(f"W&B gave no manifest for artifact {artifact_id}")
+    def artifact_manifest_urls(self, artifact_ids: list[str]) -> list[Any]:
+        """Where each artifact's manifest file is (a URL), or the error."""
+        found = self._each(queries.ARTIFACT_MANIFEST, queries.ARTIFACT_MANIFEST_FIELD, "ArtifactManifests",
+                           [{"artifact_id": a} for a in artifact_ids])
+        out: list[Any] = []
+        for answer, artifact_id in zip(found, artifact_ids):
+            manifest = (answer or {}).get("currentManifest") if not isinstance(answer, Exception) else None
+            url = _text(((manifest or {}).get("file") or {}).get("directUrl"))
+            out.append(answer if isinstance(answer, Exception) else
+                       url or NotFoundError(f"W&B gave no manifest for artifact {artifact_id}"))
+        return out
+
+    def artifact_manifest(self, url: str, artifact_id: str) -> dict[str, Any]:
+        """The manifest file at `url` (`{"version", "storagePolicyConfig", "contents": {path: {"digest", "size",
+        ...}}}`)."""
         try:
             body = json.loads(self.download(url))
         except (UnicodeDecodeError, ValueError) as e:
@@ -217,21 +226,51 @@ class WandbClient(Transport):
             raise ServerError(f"the manifest of artifact {artifact_id} has no `contents`")
         return body
 
-    def artifact_file_url(self, artifact_id: str, manifest: dict[str, Any], name: str) -> str | None:
-        """The download URL of the manifest entry `name` (wandb-core asks with the entry's digest, birth
-        artifact and size, and the manifest's storage layout and version)."""
-        entry = manifest["contents"][name]
-        config = manifest.get("storagePolicyConfig") or {}
-        variables = {"id": artifact_id, "storageLayout": str(config.get("storageLayout") or "V2"),
-                     "manifestVersion": str(manifest.get("version") or 1), "storageRegion": config.get("storageRegion"),
-                     "entries": [{"name": name, "digest": entry.get("digest"),
-                                  "birthArtifactID": entry.get("birthArtifactID"), "size": entry.get("size")}]}
-        artifact = self.query(queries.ARTIFACT_FILE_URLS, variables).get("artifact") or {}
-        for edge in (artifact.get("filesByManifestEntries") or {}).get("edges") or []:
-            node = (edge or {}).get("node") or {}
-            if node.get("name") == name and node.get("directUrl"):
-                return str(node["directUrl"])
-        return None
+    def artifact_file_urls(self, wanted: list[tuple[str, dict[str, Any], str]]) -> list[Any]:
+        """The download URL of each (artifact id, its manifest, entry name): the URL, None (W&B gave none) or the
+        error. wandb-core asks with the entry's digest, birth artifact and size, and the manifest's storage layout
+        and version."""
+        variables = []
+        for artifact_id, manifest, name in wanted:
+            entry, config = manifest["contents"][name], manifest.get("storagePolicyConfig") or {}
+            variables.append({"id": artifact_id, "storageLayout": str(config.get("storageLayout") or "V2"),
+                              "manifestVersion": str(manifest.get("version") or 1),
+                              "storageRegion": config.get("storageRegion"),
+                              "entries": [{"name": name, "digest": entry.get("digest"),
+                                           "birthArtifactID": entry.get("birthArtifactID"), "size": entry.get("size")}]})
+        found = self._each(queries.ARTIFACT_FILE_URLS, queries.ARTIFACT_FILE_URLS_FIELD, "ArtifactFileURLs", variables)
+        return [f if isinstance(f, Exception) else _entry_url(f, name) for f, (_, _, name) in zip(found, wanted)]
+
+    def _each(self, single: str, field: tuple[str, dict[str, str]], operation: str,
+              variables: list[dict[str, Any]]) -> list[Any]:
+        """The answer of `single` (a document with one root field) for each variables, 50 per request under
+        aliases (`queries.aliased`); a server that refuses that is asked one by one. An item's error is its
+        answer (a WandbSourceError), so that one bad item costs only itself."""
+        out: list[Any] = []
+        root = field[0].split("(")[0]
+        for start in range(0, len(variables), settings.DETAIL_BATCH_SIZE):
+            chunk = variables[start:start + settings.DETAIL_BATCH_SIZE]
+            if len(chunk) > 1 and operation not in self._refused:
+                try:
+                    data = self.query(queries.aliased(operation, field, len(chunk)),
+                                      {f"{k}{i}": v for i, item in enumerate(chunk) for k, v in item.items()})
+                    out += [data.get(f"a{i}") for i in range(len(chunk))]
+                    continue
+                except (AuthenticationError, ConfigurationError):
+                    raise
+                except WandbSourceError as e:
+                    with self._lock:
+                        self._refused.add(operation)
+                    logger.warning("W&B refused %d artifact lookups in one request (%s); they are asked one by one",
+                                   len(chunk), e)
+            for item in chunk:
+                try:
+                    out.append(self.query(single, item).get(root))
+                except (AuthenticationError, ConfigurationError):
+                    raise
+                except WandbSourceError as e:
+                    out.append(e)
+        return out
 
     def run_artifacts(self, entity: str, project: str, names: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """{run: {"output": [artifact version...], "input": [...]}} for the runs in `names`. At most
@@ -351,3 +390,15 @@ class RunGone(Exception):
     """The run was deleted between listing and fetching."""
 
 
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _entry_url(artifact: Any, name: str) -> str | None:
+    for edge in ((artifact or {}).get("filesByManifestEntries") or {}).get("edges") or []:
+        node = (edge or {}).get("node") or {}
+        if node.get("name") == name and node.get("directUrl"):
+            return str(node["directUrl"])
+    return None

@@ -99,6 +99,28 @@ ARTIFACT_FILE_URLS = """query ArtifactFileURLsByManifestEntries($id: ID!, $entri
       pageInfo { hasNextPage endCursor }
       edges { node { name directUrl } } } } }"""
 
+# Many artifacts in one request: the field of one of the three documents above, exactly as wandb-core asks it,
+# under one alias per artifact (`a0: artifact(id: $id0) {...}`). The aliasing is ours (wandb-core asks one
+# artifact at a time); a server that refuses it gets the documents above, one per artifact.
+CLIENT_ID_MAPPING_FIELD = ("clientIDMapping(clientID: $clientID%(i)d) { serverID }", {"clientID": "ID!"})
+ARTIFACT_MANIFEST_FIELD = ("artifact(id: $artifact_id%(i)d) { currentManifest { file { directUrl } } }",
+                           {"artifact_id": "ID!"})
+ARTIFACT_FILE_URLS_FIELD = (
+    "artifact(id: $id%(i)d) { filesByManifestEntries(storageLayout: $storageLayout%(i)d, manifestVersion: "
+    "$manifestVersion%(i)d, entries: $entries%(i)d, storageRegion: $storageRegion%(i)d) { "
+    "pageInfo { hasNextPage endCursor } edges { node { name directUrl } } } }",
+    {"id": "ID!", "entries": "[ArtifactManifestEntryInput!]", "storageLayout": "String!", "manifestVersion": "String!",
+     "storageRegion": "String"})
+
+
+def aliased(operation: str, field: tuple[str, dict[str, str]], count: int) -> str:
+    """`field` (a template and its variables' types) for `count` items, item i under the alias `a<i>`."""
+    template, types = field
+    variables = ", ".join(f"${name}{i}: {kind}" for i in range(count) for name, kind in types.items())
+    fields = "\n  ".join(f"a{i}: " + template % {"i": i} for i in range(count))
+    return f"query {operation}({variables}) {{\n  {fields} }}"
+
+
 # wandb-core's history reader (core/internal/runhistoryreader): `RunParquetHistory` for the exported
 # files and the steps not yet exported, then `HistoryPage` for those, in windows [minStep, maxStep)
 # that never hold more rows than `samples` (wandb-core sends samples = maxStep - minStep).

@@ -235,40 +235,70 @@ def read_copies(client: WandbClient, run: tuple[str, str, str], max_workers: int
     """`read_copy` for `table_rows`: each reference's artifact copy as wandb-core's artifact downloader fetches
     an artifact (core/pkg/artifacts/downloader.go): the reference's client id resolved to the artifact's id
     (ClientIDMapping, as core/pkg/artifacts/saver.go resolves one), its manifest (ArtifactManifest, then the
-    manifest file), the entry's URL (ArtifactFileURLsByManifestEntries), the entry. A client id W&B does not
+    manifest file), the entry's URL (ArtifactFileURLsByManifestEntries), the entry. The lookups are asked for up
+    to 50 copies per request (`WandbClient._each`), the files downloaded in parallel. A client id W&B does not
     resolve (an artifact it deduplicated: the table logged before unchanged) is matched by content among the
     run's logged artifacts (`RunCopies`). The error, where one fails."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    by_content = RunCopies(client, run)
-
-    def fetch(item: tuple[TableRef, list[str], list[list[Any]]]) -> Any:
-        ref, columns, rows = item
-        client_id, entry = ref.copy_entry or ("", "")
-        try:
-            artifact_id = client.artifact_server_id(client_id)
-            if artifact_id is None:
-                return by_content.find(ref, columns, rows)
-            return _copy_of(client, artifact_id, client.artifact_manifest(artifact_id), entry, ref)
-        except (ServerError, NotFoundError, TableFileError) as e:
-            return str(e)
+    by_content = RunCopies(client, run, max_workers)
 
     def read(items: list[tuple[TableRef, list[str], list[list[Any]]]]) -> list[Any]:
-        with ThreadPoolExecutor(min(max_workers, len(items)), thread_name_prefix="wandb-table-copy") as pool:
-            return list(pool.map(fetch, items))
+        ids = client.artifact_server_ids([(item[0].copy_entry or ("", ""))[0] for item in items])
+        resolved = [(i, artifact_id) for i, artifact_id in enumerate(ids) if isinstance(artifact_id, str)]
+        copies = _copies(client, [(a, (items[i][0].copy_entry or ("", ""))[1], items[i][0]) for i, a in resolved],
+                         max_workers)
+        out: list[Any] = [str(a) if isinstance(a, Exception) else None for a in ids]
+        for (i, _), copy in zip(resolved, copies):
+            out[i] = copy
+        for i, artifact_id in enumerate(ids):
+            if artifact_id is None:
+                out[i] = by_content.find(*items[i])
+        return out
 
     return read
 
 
-def _copy_of(client: WandbClient, artifact_id: str, manifest: dict[str, Any], entry: str, ref: TableRef) -> Any:
-    contents = manifest["contents"]
-    if entry not in contents:
-        return f"artifact {artifact_id} has no file {entry!r}"
-    url = client.artifact_file_url(artifact_id, manifest, entry)
-    if url is None:
-        return f"W&B gave no URL for {entry!r} of artifact {artifact_id}"
-    sizes = {path: int(e["size"]) for path, e in contents.items() if isinstance(e, dict) and isinstance(e.get("size"), int)}
-    return parse_copy(client.download(url), ref, artifact_id, sizes)
+def _copies(client: WandbClient, wanted: list[tuple[str, str, TableRef]], max_workers: int) -> list[Any]:
+    """The copy (or why not) of each (artifact id, entry, reference)."""
+    if not wanted:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = list(dict.fromkeys(a for a, _, _ in wanted))
+    with ThreadPoolExecutor(min(max_workers, len(ids)), thread_name_prefix="wandb-table-copy") as pool:
+        urls = dict(zip(ids, client.artifact_manifest_urls(ids)))
+        manifests = dict(zip(ids, pool.map(lambda a: _get(lambda: client.artifact_manifest(urls[a], a))
+                                           if isinstance(urls[a], str) else urls[a], ids)))
+        out: list[Any] = [None] * len(wanted)
+        asked = []
+        for n, (artifact_id, entry, _) in enumerate(wanted):
+            manifest = manifests[artifact_id]
+            if isinstance(manifest, Exception):
+                out[n] = str(manifest)
+            elif entry not in manifest["contents"]:
+                out[n] = f"artifact {artifact_id} has no file {entry!r}"
+            else:
+                asked.append(n)
+        file_urls = client.artifact_file_urls([(wanted[n][0], manifests[wanted[n][0]], wanted[n][1]) for n in asked])
+
+        def fetch(n: int, url: Any) -> Any:
+            artifact_id, entry, ref = wanted[n]
+            if not isinstance(url, str):
+                return str(url) if url is not None else f"W&B gave no URL for {entry!r} of artifact {artifact_id}"
+            sizes = {path: int(e["size"]) for path, e in manifests[artifact_id]["contents"].items()
+                     if isinstance(e, dict) and isinstance(e.get("size"), int)}
+            return _get(lambda: parse_copy(client.download(url), ref, artifact_id, sizes))
+
+        for n, copy in zip(asked, pool.map(fetch, asked, file_urls)):
+            out[n] = copy
+    return out
+
+
+def _get(call: Callable[[], Any]) -> Any:
+    """`call()`, or its error (a W&B error, or a copy that is not a table) as the answer."""
+    try:
+        return call()
+    except (ServerError, NotFoundError, TableFileError) as e:
+        return e
 
 
 class RunCopies:
@@ -276,34 +306,28 @@ class RunCopies:
     read once per load and only when a client id is not resolved: the copy for a table is one whose content is
     the run file's (`copy_matches`). Several with the same values but different media: not at hand (None)."""
 
-    def __init__(self, client: WandbClient, run: tuple[str, str, str]) -> None:
-        self._client, self._run = client, run
-        self._manifests: Optional[list[tuple[str, dict[str, Any]]]] = None
+    def __init__(self, client: WandbClient, run: tuple[str, str, str], max_workers: int) -> None:
+        self._client, self._run, self._max_workers = client, run, max_workers
+        self._logged: Optional[list[str]] = None  # the ids of the run's artifacts of a copy's type
         self._copies: dict[tuple[str, str], Any] = {}
-        self._lock = threading.Lock()
 
     def find(self, ref: TableRef, columns: list[str], rows: list[list[Any]]) -> Any:
         entry = (ref.copy_entry or ("", ""))[1]
-        with self._lock:
-            found = [copy for artifact_id, manifest in self._logged() if entry in manifest["contents"]
-                     for copy in [self._copy(artifact_id, manifest, entry, ref)]
-                     if isinstance(copy, ArtifactCopy) and copy_matches(columns, rows, copy)]
+        found = [copy for copy in self._of_entry(entry, ref)
+                 if isinstance(copy, ArtifactCopy) and copy_matches(columns, rows, copy)]
         if not found:
             return f"W&B resolves no artifact for {ref.ref.get('artifact_path')} and none of the run's holds this table"
         return found[0] if all(media_cells(c) == media_cells(found[0]) for c in found) else None
 
-    def _logged(self) -> list[tuple[str, dict[str, Any]]]:
-        if self._manifests is None:
+    def _of_entry(self, entry: str, ref: TableRef) -> list[Any]:
+        if self._logged is None:
             entity, project, name = self._run
             logged = self._client.run_artifacts(entity, project, [name]).get(name, {}).get("output", [])
-            self._manifests = [(a["id"], self._client.artifact_manifest(a["id"])) for a in logged
-                               if (a.get("artifactType") or {}).get("name") in COPY_TYPES]
-        return self._manifests
-
-    def _copy(self, artifact_id: str, manifest: dict[str, Any], entry: str, ref: TableRef) -> Any:
-        if (artifact_id, entry) not in self._copies:
-            self._copies[artifact_id, entry] = _copy_of(self._client, artifact_id, manifest, entry, ref)
-        return self._copies[artifact_id, entry]
+            self._logged = [a["id"] for a in logged if (a.get("artifactType") or {}).get("name") in COPY_TYPES]
+        wanted = [(artifact_id, entry) for artifact_id in self._logged if (artifact_id, entry) not in self._copies]
+        copies = _copies(self._client, [(a, e, ref) for a, e in wanted], self._max_workers)
+        self._copies.update(zip(wanted, copies))
+        return [self._copies[artifact_id, entry] for artifact_id in self._logged]
 
 
 class LoadedRows:
