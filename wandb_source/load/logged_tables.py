@@ -251,7 +251,7 @@ def read_copies(client: WandbClient, run: tuple[str, str, str], max_workers: int
             out[i] = copy
         for i, artifact_id in enumerate(ids):
             if artifact_id is None:
-                out[i] = by_content.find(*items[i])
+                out[i] = _get(lambda item=items[i]: by_content.find(*item))  # type: ignore[misc]
         return out
 
     return read
