@@ -446,3 +446,22 @@ def test_refused_batched_lookups_are_asked_one_by_one(tmp_path, run_dirs, make_e
     assert len(emu.faults.requests("ClientIDMapping")) == 2 * STEPS + 1 + 2 + 2 * 3
     assert emu.faults.requests("ArtifactManifest") and emu.faults.requests("ArtifactFileURLsByManifestEntries")
     assert any("asked one by one" in m for m in caplog.messages), caplog.messages
+
+
+@pytest.mark.one_profile
+def test_a_table_the_sdk_cut_is_loaded_whole_from_its_copy_and_reported(monkeypatch):
+    """A run file cut at 10,000 rows: the copy's further rows are loaded; a copy itself shorter than `nrows` (the SDK
+    keeps 200,000) is reported, naming the run, key and step."""
+    from wandb_source.load import logged_tables
+    from wandb_source.load.logged_tables import TableColumns, table_rows
+
+    warned: list[str] = []
+    monkeypatch.setattr(logged_tables.logger, "warning", lambda msg, *args: warned.append(msg % args))
+    ref = TableRef(7, "big", {"_type": "table-file", "path": "media/table/big.table.json", "nrows": 10_005,
+                              "artifact_path": "wandb-client-artifact://c1/big.table.json"})
+    body = json.dumps({"columns": ["i"], "data": [[i] for i in range(10_000)]}).encode()
+    copy = ArtifactCopy("A1", ["i"], [[i] for i in range(10_003)], {})
+    (table, loaded), failed = table_rows([ref], ("e", "p", "r"), TableColumns({}, NAMING),
+                                         lambda paths: {ref.path: body}, lambda wanted: [copy for _ in wanted])
+    assert table == "wandb_table__big" and loaded["_row"].to_pylist() == list(range(10_003)) and failed[1] == []
+    assert any("'big' at step 7" in m and "10005 rows" in m and "kept 10003" in m for m in warned), warned

@@ -257,16 +257,19 @@ def read_copies(client: WandbClient, run: tuple[str, str, str], max_workers: int
     return read
 
 
-def _copies(client: WandbClient, wanted: list[tuple[str, str, TableRef]], max_workers: int) -> list[Any]:
-    """The copy (or why not) of each (artifact id, entry, reference)."""
+def _copies(client: WandbClient, wanted: list[tuple[str, str, TableRef]], max_workers: int,
+            manifests: Optional[dict[str, Any]] = None) -> list[Any]:
+    """The copy (or why not) of each (artifact id, entry, reference); `manifests` ({artifact id: manifest or its
+    error}) keeps the manifests read, for a caller that asks again."""
     if not wanted:
         return []
     from concurrent.futures import ThreadPoolExecutor
 
-    ids = list(dict.fromkeys(a for a, _, _ in wanted))
-    with ThreadPoolExecutor(min(max_workers, len(ids)), thread_name_prefix="wandb-table-copy") as pool:
-        urls = dict(zip(ids, client.artifact_manifest_urls(ids)))
-        manifests = dict(zip(ids, pool.map(lambda a: _get(lambda: client.artifact_manifest(urls[a], a))
+    manifests = {} if manifests is None else manifests
+    ids = [a for a in dict.fromkeys(a for a, _, _ in wanted) if a not in manifests]
+    with ThreadPoolExecutor(min(max_workers, len(wanted)), thread_name_prefix="wandb-table-copy") as pool:
+        urls = dict(zip(ids, client.artifact_manifest_urls(ids) if ids else []))
+        manifests.update(zip(ids, pool.map(lambda a: _get(lambda: client.artifact_manifest(urls[a], a))
                                            if isinstance(urls[a], str) else urls[a], ids)))
         out: list[Any] = [None] * len(wanted)
         asked = []
@@ -310,6 +313,7 @@ class RunCopies:
         self._client, self._run, self._max_workers = client, run, max_workers
         self._logged: Optional[list[str]] = None  # the ids of the run's artifacts of a copy's type
         self._copies: dict[tuple[str, str], Any] = {}
+        self._manifests: dict[str, Any] = {}
 
     def find(self, ref: TableRef, columns: list[str], rows: list[list[Any]]) -> Any:
         entry = (ref.copy_entry or ("", ""))[1]
@@ -325,7 +329,7 @@ class RunCopies:
             logged = self._client.run_artifacts(entity, project, [name]).get(name, {}).get("output", [])
             self._logged = [a["id"] for a in logged if (a.get("artifactType") or {}).get("name") in COPY_TYPES]
         wanted = [(artifact_id, entry) for artifact_id in self._logged if (artifact_id, entry) not in self._copies]
-        copies = _copies(self._client, [(a, e, ref) for a, e in wanted], self._max_workers)
+        copies = _copies(self._client, [(a, e, ref) for a, e in wanted], self._max_workers, self._manifests)
         self._copies.update(zip(wanted, copies))
         return [self._copies[artifact_id, entry] for artifact_id in self._logged]
 
